@@ -1,0 +1,32 @@
+# vjepa-jax: `make test` and `make demo` set up everything they need on a fresh machine.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat setup.py requirements.txt | sha256sum | cut -c1-12)
+DEMO_WORKDIR ?= demo_workdir
+
+.PHONY: test demo venv shellcheck clean
+
+venv: $(STAMP)
+
+$(STAMP): setup.py requirements.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+# The launch-script tests lint every script with shellcheck.
+shellcheck:
+	@command -v shellcheck >/dev/null 2>&1 || { \
+	  echo "installing shellcheck"; \
+	  (apt-get update -qq && apt-get install -y -qq shellcheck) >/dev/null 2>&1 || \
+	  (sudo apt-get update -qq && sudo apt-get install -y -qq shellcheck) >/dev/null 2>&1 || \
+	  echo "could not install shellcheck: the launch-script lint test will fail"; }
+
+test: $(STAMP) shellcheck
+	$(PY) -m pytest -q
+
+demo: $(STAMP)
+	$(PY) -m vjepa_jax.main --config configs/demo.py --workdir $(DEMO_WORKDIR)
+
+clean:
+	rm -rf $(VENV) $(DEMO_WORKDIR)

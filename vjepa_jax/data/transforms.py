@@ -1,0 +1,147 @@
+"""Frame preprocessing in TensorFlow: JPEG decode, crop, resize, optional random-resized-crop.
+
+All functions run inside tf.data graphs and return uint8 frames; normalisation (ImageNet mean/std)
+happens on the accelerator so host memory and host-to-device traffic stay 4x smaller.
+
+Crops (one window per clip, shared by all its frames):
+- `"ac"`: the V-JEPA 2-AC training transform. Its random-resized-crop is configured with an area
+  scale of 1.777, which never fits, so it always takes the centred fallback window: full height and
+  width `round(1.35 * H)` for frames wider than 1.35:1 (full width and height `round(W / 0.75)`
+  for frames narrower than 0.75:1, the whole frame in between), then a bilinear resize to
+  `S x S` without antialiasing and with half-pixel centres (torch `align_corners=False`).
+- `"hub"`: the hub/evaluation transform: resize the short side to `int(S * 256 / 224)`, then a
+  centred `S x S` crop.
+Because the `"ac"` window is known before decoding, only that window is decoded
+(`decode_and_crop_jpeg` gives the same pixels as decoding everything and slicing).
+"""
+from typing import Sequence
+
+import tensorflow as tf
+
+AC_RATIO = (0.75, 1.35)
+CROPS = ("ac", "hub")
+
+
+def central_window(height: tf.Tensor, width: tf.Tensor,
+                   ratio: Sequence[float] = AC_RATIO) -> tf.Tensor:
+  """Centred crop window `[top, left, h, w]` (int32) clamping the aspect ratio into `ratio`.
+
+  Matches the fallback branch of the official random-resized-crop (Python `round`, floor-halved
+  offsets).
+  """
+  h = tf.cast(height, tf.float64)
+  w = tf.cast(width, tf.float64)
+  lo, hi = float(min(ratio)), float(max(ratio))
+  in_ratio = w / h
+  crop_h = tf.where(in_ratio < lo, tf.round(w / lo), h)
+  crop_w = tf.where(in_ratio > hi, tf.round(h * hi), w)
+  crop_h = tf.cast(crop_h, tf.int32)
+  crop_w = tf.cast(crop_w, tf.int32)
+  height = tf.cast(height, tf.int32)
+  width = tf.cast(width, tf.int32)
+  return tf.stack([(height - crop_h) // 2, (width - crop_w) // 2, crop_h, crop_w])
+
+
+def random_resized_window(height: tf.Tensor, width: tf.Tensor, seed: tf.Tensor,
+                          scale: Sequence[float], ratio: Sequence[float],
+                          attempts: int = 10) -> tf.Tensor:
+  """Inception-style random crop window `[top, left, h, w]` (int32).
+
+  Draws `attempts` (area fraction uniform in `scale`, aspect log-uniform in `ratio`) candidates
+  and takes the first that fits in the frame; if none fits, the centred window of `central_window`.
+
+  Args:
+    height, width: frame size (scalars).
+    seed: `[2]` int seed for the stateless draws.
+    scale: (min, max) fraction of the frame area.
+    ratio: (min, max) width / height.
+    attempts: number of candidates.
+  """
+  h = tf.cast(height, tf.float64)
+  w = tf.cast(width, tf.float64)
+  draw_seed, pos_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+  u = tf.random.stateless_uniform([attempts, 2], seed=draw_seed, dtype=tf.float64)
+  area = (scale[0] + u[:, 0] * (scale[1] - scale[0])) * h * w
+  log_lo, log_hi = tf.math.log(float(ratio[0])), tf.math.log(float(ratio[1]))
+  aspect = tf.exp(tf.cast(log_lo, tf.float64) + u[:, 1] * tf.cast(log_hi - log_lo, tf.float64))
+  cand_w = tf.round(tf.sqrt(area * aspect))
+  cand_h = tf.round(tf.sqrt(area / aspect))
+  fits = (cand_w > 0) & (cand_w <= w) & (cand_h > 0) & (cand_h <= h)
+  first = tf.argmax(tf.cast(fits, tf.int32), output_type=tf.int32)
+  crop_h = tf.cast(cand_h[first], tf.int32)
+  crop_w = tf.cast(cand_w[first], tf.int32)
+  height = tf.cast(height, tf.int32)
+  width = tf.cast(width, tf.int32)
+  pos = tf.random.stateless_uniform([2], seed=pos_seed, dtype=tf.float64)
+  top = tf.cast(tf.floor(pos[0] * tf.cast(height - crop_h + 1, tf.float64)), tf.int32)
+  left = tf.cast(tf.floor(pos[1] * tf.cast(width - crop_w + 1, tf.float64)), tf.int32)
+  sampled = tf.stack([tf.minimum(top, height - crop_h), tf.minimum(left, width - crop_w),
+                      crop_h, crop_w])
+  return tf.cond(tf.reduce_any(fits), lambda: sampled,
+                 lambda: central_window(height, width, ratio))
+
+
+def decode_frames(jpegs: tf.Tensor, window: tf.Tensor | None = None) -> tf.Tensor:
+  """Decodes `jpegs` `[T]` (strings) to uint8 `[T, h, w, 3]`, only inside `window` if given."""
+  if window is None:
+    fn = lambda j: tf.io.decode_jpeg(j, channels=3)
+  else:
+    fn = lambda j: tf.io.decode_and_crop_jpeg(j, window, channels=3)
+  return tf.map_fn(fn, jpegs, fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
+
+
+def resize_bilinear_uint8(frames: tf.Tensor, size: Sequence[int],
+                          antialias: bool = False) -> tf.Tensor:
+  """Bilinear resize of uint8 `[T, h, w, 3]` to `[T, *size, 3]`, rounded back to uint8.
+
+  Without antialiasing this is half-pixel-centred bilinear sampling (torch `interpolate(mode=
+  "bilinear", align_corners=False)`).
+  """
+  if antialias:
+    resized = tf.image.resize(frames, size, method="bilinear", antialias=True)
+  else:
+    resized = tf.raw_ops.ResizeBilinear(images=frames, size=tf.constant(size, tf.int32),
+                                        align_corners=False, half_pixel_centers=True)
+  return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+
+
+def hub_resize_shape(height: tf.Tensor, width: tf.Tensor, image_size: int) -> tf.Tensor:
+  """Size `[h, w]` (int32) after resizing the short side to `int(image_size * 256 / 224)`."""
+  short = image_size * 256 // 224
+  h = tf.cast(height, tf.float64)
+  w = tf.cast(width, tf.float64)
+  long_h = tf.cast(tf.floor(short * h / w), tf.int32)
+  long_w = tf.cast(tf.floor(short * w / h), tf.int32)
+  return tf.where(height <= width, tf.stack([short, long_w]), tf.stack([long_h, short]))
+
+
+def preprocess_clip(jpegs: tf.Tensor, image_size: int, crop: str = "ac",
+                    random_crop: tuple[Sequence[float], Sequence[float]] | None = None,
+                    seed: tf.Tensor | None = None) -> tf.Tensor:
+  """JPEG strings `[T]` of one clip -> uint8 video `[T, S, S, 3]`.
+
+  Args:
+    jpegs: `[T]` JPEG-encoded frames of one camera (all of the same size).
+    image_size: output side S.
+    crop: `"ac"` or `"hub"` (see module docstring).
+    random_crop: `(scale, ratio)` ranges to draw one random-resized-crop window per clip instead
+      of the deterministic crop; then the window is resized to S x S like `"ac"`.
+    seed: `[2]` int seed, required with `random_crop`.
+  """
+  if crop not in CROPS:
+    raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
+  shape = tf.io.extract_jpeg_shape(jpegs[0])
+  height, width = shape[0], shape[1]
+  size = (image_size, image_size)
+  if random_crop is not None:
+    if seed is None:
+      raise ValueError("random_crop needs a seed")
+    window = random_resized_window(height, width, seed, *random_crop)
+    return resize_bilinear_uint8(decode_frames(jpegs, window), size)
+  if crop == "ac":
+    return resize_bilinear_uint8(decode_frames(jpegs, central_window(height, width)), size)
+  resized = resize_bilinear_uint8(decode_frames(jpegs),
+                                  hub_resize_shape(height, width, image_size), antialias=True)
+  top = tf.cast(tf.round(tf.cast(tf.shape(resized)[1] - image_size, tf.float64) / 2), tf.int32)
+  left = tf.cast(tf.round(tf.cast(tf.shape(resized)[2] - image_size, tf.float64) / 2), tf.int32)
+  return resized[:, top:top + image_size, left:left + image_size, :]

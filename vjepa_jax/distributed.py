@@ -1,0 +1,184 @@
+"""Multi-process start-up: when to call `jax.distributed.initialize`, and a consistency check.
+
+A job is multi-process when the environment says so:
+
+- explicit: `maybe_initialize(...)` arguments or `VJEPA_COORDINATOR` (host:port),
+  `VJEPA_NUM_PROCESSES` and `VJEPA_PROCESS_ID` (set by `launch/gpu/local.sh`);
+- launcher: `VJEPA_DISTRIBUTED=1` (set by `launch/tpu/run.sh`; JAX reads the TPU VM metadata);
+- TPU pod or multislice: `TPU_WORKER_HOSTNAMES` / `TPU_PROCESS_ADDRESSES` with more than one host,
+  or `MEGASCALE_COORDINATOR_ADDRESS` / `MEGASCALE_NUM_SLICES` > 1;
+- SLURM: `SLURM_JOB_ID` with `SLURM_NTASKS` > 1 (one task per node or per GPU, under `srun`);
+- Open MPI: `OMPI_COMM_WORLD_SIZE` > 1.
+
+Anything else is a single-process run and JAX is left alone. `VJEPA_LOCAL_DEVICE_IDS` (e.g.
+"0,1,2,3") pins the devices a process uses, and `VJEPA_CPU_DEVICES` sets the number of simulated
+CPU devices per process. Run `python -m vjepa_jax.distributed [TEXT]` on every process to check the
+wiring: it prints one JSON line per process, or fails naming the processes that disagree.
+"""
+import collections
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import sys
+from typing import Mapping, Optional, Sequence
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+
+@dataclasses.dataclass(frozen=True)
+class InitArgs:
+  """Arguments for `jax.distributed.initialize`; None lets JAX detect the value itself."""
+  source: str
+  coordinator_address: Optional[str] = None
+  num_processes: Optional[int] = None
+  process_id: Optional[int] = None
+  local_device_ids: Optional[tuple[int, ...]] = None
+
+
+def _int(value: object, name: str) -> int:
+  try:
+    return int(str(value))
+  except ValueError:
+    raise ValueError(f"{name} must be an integer, got {value!r}") from None
+
+
+def _local_device_ids(environ: Mapping[str, str]) -> Optional[tuple[int, ...]]:
+  text = environ.get("VJEPA_LOCAL_DEVICE_IDS", "").strip()
+  if not text:
+    return None
+  return tuple(_int(part, "VJEPA_LOCAL_DEVICE_IDS entry") for part in text.split(","))
+
+
+def _explicit(environ: Mapping[str, str], coordinator_address: Optional[str],
+              num_processes: Optional[int], process_id: Optional[int]) -> Optional[InitArgs]:
+  values = {
+      "coordinator_address (VJEPA_COORDINATOR)":
+          coordinator_address or environ.get("VJEPA_COORDINATOR") or None,
+      "num_processes (VJEPA_NUM_PROCESSES)":
+          num_processes if num_processes is not None else environ.get("VJEPA_NUM_PROCESSES"),
+      "process_id (VJEPA_PROCESS_ID)":
+          process_id if process_id is not None else environ.get("VJEPA_PROCESS_ID"),
+  }
+  if all(v is None or v == "" for v in values.values()):
+    return None
+  missing = [k for k, v in values.items() if v is None or v == ""]
+  if missing:
+    raise ValueError(f"Explicit multi-process start needs all three settings; missing: "
+                     f"{', '.join(missing)}.")
+  address, count, index = values.values()
+  count = _int(count, "num_processes")
+  index = _int(index, "process_id")
+  host, _, port = str(address).rpartition(":")
+  if not host or not port.isdigit():
+    raise ValueError(f"coordinator_address must be host:port, got {address!r}")
+  if count < 1 or not 0 <= index < count:
+    raise ValueError(f"process_id must be in [0, num_processes); got process_id={index}, "
+                     f"num_processes={count}")
+  return InitArgs("explicit", str(address), count, index, _local_device_ids(environ))
+
+
+def detect(environ: Mapping[str, str], coordinator_address: Optional[str] = None,
+           num_processes: Optional[int] = None,
+           process_id: Optional[int] = None) -> Optional[InitArgs]:
+  """How to start the distributed runtime, or None for a single-process run.
+
+  Pure: reads only `environ` and the arguments. Explicit settings win over cluster detection.
+  """
+  explicit = _explicit(environ, coordinator_address, num_processes, process_id)
+  if explicit is not None:
+    return explicit if explicit.num_processes > 1 else None
+  local_ids = _local_device_ids(environ)
+  if environ.get("VJEPA_DISTRIBUTED", "") == "1":
+    return InitArgs("launcher", local_device_ids=local_ids)
+  hosts = environ.get("TPU_PROCESS_ADDRESSES") or environ.get("TPU_WORKER_HOSTNAMES") or ""
+  slices = _int(environ.get("MEGASCALE_NUM_SLICES") or 1, "MEGASCALE_NUM_SLICES")
+  if len([h for h in hosts.split(",") if h.strip()]) > 1 or slices > 1 or environ.get(
+      "MEGASCALE_COORDINATOR_ADDRESS"):
+    return InitArgs("tpu", local_device_ids=local_ids)
+  if "SLURM_JOB_ID" in environ and _int(environ.get("SLURM_NTASKS") or 1, "SLURM_NTASKS") > 1:
+    return InitArgs("slurm", local_device_ids=local_ids)
+  if _int(environ.get("OMPI_COMM_WORLD_SIZE") or 1, "OMPI_COMM_WORLD_SIZE") > 1:
+    return InitArgs("mpi", local_device_ids=local_ids)
+  return None
+
+
+def maybe_initialize(coordinator_address: Optional[str] = None,
+                     num_processes: Optional[int] = None,
+                     process_id: Optional[int] = None) -> bool:
+  """Calls `jax.distributed.initialize` if the job is multi-process; returns whether it did.
+
+  Must run before any other JAX call: the CPU device count and collectives are fixed when the
+  backend starts.
+  """
+  environ = os.environ
+  if environ.get("VJEPA_CPU_DEVICES"):
+    jax.config.update("jax_num_cpu_devices", _int(environ["VJEPA_CPU_DEVICES"],
+                                                  "VJEPA_CPU_DEVICES"))
+  args = detect(environ, coordinator_address, num_processes, process_id)
+  if args is None:
+    return False
+  if args.source == "explicit":
+    # Explicit starts are how CPU-only multi-process runs happen; CPU arrays need collectives.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  logging.info("Starting the JAX distributed runtime (%s): %s", args.source, args)
+  jax.distributed.initialize(
+      coordinator_address=args.coordinator_address,
+      num_processes=args.num_processes,
+      process_id=args.process_id,
+      local_device_ids=list(args.local_device_ids) if args.local_device_ids else None)
+  return True
+
+
+def _hash_words(text: str) -> np.ndarray:
+  return np.frombuffer(hashlib.sha256(text.encode()).digest()[:16], dtype="<i4")
+
+
+def check_consistent(config_json: str) -> None:
+  """Raises RuntimeError naming every process whose devices or config differ from process 0's.
+
+  Collective: every process must call it, in the same place, after `maybe_initialize`.
+  """
+  if jax.process_count() == 1:
+    return
+  # Device counts come from the global device list, which every process sees whole: an uneven
+  # layout is reported before any collective, which would not run on it.
+  per_process = collections.Counter(d.process_index for d in jax.devices())
+  uneven = [f"process {p}: {n} local devices vs {per_process[0]}"
+            for p, n in sorted(per_process.items()) if n != per_process[0]]
+  if uneven:
+    raise RuntimeError(f"Processes disagree with process 0 on the number of devices: "
+                       f"{'; '.join(uneven)}. Give every process the same number of devices.")
+  row = np.concatenate([_hash_words(config_json), [jax.process_index()]]).astype(np.int32)
+  rows = np.asarray(multihost_utils.process_allgather(row))
+  rows = rows[np.argsort(rows[:, 4])]
+  digests = [r[:4].astype("<i4").tobytes().hex() for r in rows]
+  different = [f"process {r[4]}: config hash {d} vs {digests[0]}"
+               for r, d in zip(rows, digests) if d != digests[0]]
+  if different:
+    raise RuntimeError(f"Processes disagree with process 0 on the config: {'; '.join(different)}. "
+                       f"Start every process with the same --config and overrides.")
+
+
+def is_writer() -> bool:
+  """True on the one process that writes logs, metrics and configs."""
+  return jax.process_index() == 0
+
+
+def main(argv: Sequence[str]) -> None:
+  initialized = maybe_initialize()
+  check_consistent(argv[1] if len(argv) > 1 else "")
+  print(json.dumps({
+      "initialized": initialized,
+      "process_index": jax.process_index(),
+      "process_count": jax.process_count(),
+      "local_device_count": jax.local_device_count(),
+      "device_count": jax.device_count(),
+  }), flush=True)
+
+
+if __name__ == "__main__":
+  main(sys.argv)

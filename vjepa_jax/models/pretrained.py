@@ -1,0 +1,179 @@
+"""Building models from parameter trees, and reading/writing converted checkpoints.
+
+A converted checkpoint is a directory with `architecture.json` (the configs) and one orbax item
+per model (`encoder`, `predictor`) holding its parameter tree. Paths may be local or `gs://`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from etils import epath
+from flax import nnx
+
+from vjepa_jax.models.ac_predictor import ACPredictor
+from vjepa_jax.models.configs import EncoderConfig
+from vjepa_jax.models.configs import PredictorConfig
+from vjepa_jax.models.vit import VisionTransformer
+
+ARCH_FILE = "architecture.json"
+FORMAT_VERSION = 1
+
+
+def abstract_model(kind: str, cfg) -> nnx.Module:
+  """A model whose parameters are shape structs (no memory allocated)."""
+  ctor = {"encoder": VisionTransformer, "predictor": ACPredictor}[kind]
+  return nnx.eval_shape(lambda: ctor(cfg, rngs=nnx.Rngs(0)))
+
+
+def param_shapes(kind: str, cfg) -> dict[tuple, tuple]:
+  """{parameter path: shape} of a model, from its abstract state."""
+  state = nnx.state(abstract_model(kind, cfg), nnx.Param)
+  return {tuple(path): tuple(v.shape) for path, v in nnx.to_flat_state(state)}
+
+
+def build_model(kind: str, cfg, flat_params: Mapping[tuple, Any]) -> nnx.Module:
+  """Builds a model directly from `{path: array}` without a random-init copy in memory."""
+  model = abstract_model(kind, cfg)
+  graphdef, state = nnx.split(model)
+  flat = nnx.to_flat_state(state)
+  leaves = []
+  for path, var in flat:
+    path = tuple(path)
+    if path not in flat_params:
+      raise KeyError(f"no value for parameter {'.'.join(map(str, path))}")
+    value = flat_params[path]
+    if tuple(value.shape) != tuple(var.shape):
+      raise ValueError(f"parameter {'.'.join(map(str, path))}: shape {tuple(value.shape)} != "
+                       f"{tuple(var.shape)}")
+    leaves.append((path, var.replace(jnp.asarray(value))))
+  return nnx.merge(graphdef, nnx.from_flat_state(leaves))
+
+
+def flat_params(model: nnx.Module) -> dict[tuple, jax.Array]:
+  """{path: array} of the base parameters (LoRA adapters excluded)."""
+  state = nnx.state(model, nnx.All(nnx.Param, nnx.Not(nnx.LoRAParam)))
+  return {tuple(p): v.get_value() for p, v in nnx.to_flat_state(state)}
+
+
+def _nested(flat: Mapping[tuple, Any]) -> dict:
+  out: dict = {}
+  for path, v in flat.items():
+    d = out
+    for p in path[:-1]:
+      d = d.setdefault(str(p), {})
+    d[str(path[-1])] = v
+  return out
+
+
+def _flatten(tree: Mapping, prefix=()) -> dict[tuple, Any]:
+  out = {}
+  for k, v in tree.items():
+    key = int(k) if k.isdigit() else k
+    if isinstance(v, Mapping):
+      out.update(_flatten(v, prefix + (key,)))
+    else:
+      out[prefix + (key,)] = v
+  return out
+
+
+def _root(directory: str) -> epath.Path:
+  """orbax needs absolute local paths; remote (gs://) paths are used as given."""
+  path = epath.Path(directory)
+  return path if "://" in str(directory) else path.resolve()
+
+
+def config_to_dict(cfg) -> dict:
+  return dataclasses.asdict(cfg)
+
+
+def save_converted(directory: str, models: Mapping[str, tuple[Any, Mapping[tuple, Any]]],
+                   source: Mapping[str, Any]) -> None:
+  """Writes `{kind: (config, flat params)}` as orbax items plus `architecture.json`."""
+  import orbax.checkpoint as ocp
+  root = _root(directory)
+  root.mkdir(parents=True, exist_ok=True)
+  arch = {"format_version": FORMAT_VERSION, "source": dict(source), "models": {}}
+  with ocp.StandardCheckpointer() as ckptr:
+    for kind, (cfg, flat) in models.items():
+      ckptr.save(root / kind, _nested({p: np.asarray(v) for p, v in flat.items()}), force=True)
+      arch["models"][kind] = config_to_dict(cfg)
+    ckptr.wait_until_finished()
+  (root / ARCH_FILE).write_text(json.dumps(arch, indent=2, sort_keys=True))
+
+
+def read_architecture(directory: str) -> dict:
+  path = epath.Path(directory) / ARCH_FILE
+  if not path.exists():
+    raise FileNotFoundError(f"{directory} is not a converted vjepa-jax checkpoint: no {ARCH_FILE}")
+  return json.loads(path.read_text())
+
+
+def params_sha256(directory: str) -> str:
+  """Identity of a converted checkpoint: the sha256 of its parameters, written at conversion."""
+  arch = read_architecture(directory)
+  digest = arch.get("source", {}).get("params_sha256")
+  if not digest:
+    raise ValueError(f"{directory}/{ARCH_FILE} records no params_sha256")
+  return digest
+
+
+def load_converted(directory: str, kinds=("encoder", "predictor"),
+                   overrides: Mapping[str, Mapping[str, Any]] | None = None
+                   ) -> dict[str, nnx.Module]:
+  """Loads the models of a converted checkpoint.
+
+  Args:
+    directory: output of `python -m weights_conversion.convert`.
+    kinds: which models to load (those absent from the checkpoint are skipped).
+    overrides: per-kind config fields to change that do not affect parameters (dtype,
+      attention_impl, remat, rope_mode).
+  """
+  import orbax.checkpoint as ocp
+  arch = read_architecture(directory)
+  overrides = overrides or {}
+  out = {}
+  root = _root(directory)
+  for kind in kinds:
+    if kind not in arch["models"]:
+      continue
+    ctor = EncoderConfig if kind == "encoder" else PredictorConfig
+    cfg = ctor(**arch["models"][kind]).replace(**dict(overrides.get(kind, {})))
+    shapes = param_shapes(kind, cfg)
+    target = _nested({p: jax.ShapeDtypeStruct(s, jnp.float32) for p, s in shapes.items()})
+    with ocp.StandardCheckpointer() as ckptr:
+      tree = ckptr.restore(root / kind, target)
+    out[kind] = build_model(kind, cfg, _flatten(tree))
+  return out
+
+
+class Loaded:
+  """A model with its parameters, callable on NumPy or JAX inputs through one jitted function.
+
+  Attributes:
+    module: the NNX module (parameters inside).
+    params: its parameter state (`nnx.State`), a printable pytree.
+    config: the architecture config.
+  """
+
+  def __init__(self, module: nnx.Module):
+    self.module = module
+    self.config = module.cfg
+    graphdef, self.params = nnx.split(module)
+
+    def apply(state, *args, **kwargs):
+      return nnx.merge(graphdef, state)(*args, **kwargs)
+
+    self._apply: Callable = jax.jit(apply)
+
+  def __call__(self, *args, **kwargs):
+    args = [None if a is None else jnp.asarray(a) for a in args]
+    kwargs = {k: None if v is None else jnp.asarray(v) for k, v in kwargs.items()}
+    return self._apply(self.params, *args, **kwargs)
+
+  def __repr__(self) -> str:
+    return f"Loaded({type(self.module).__name__}, {self.config})"
