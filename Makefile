@@ -26,7 +26,10 @@ test: $(STAMP) shellcheck
 	$(PY) -m pytest -q
 
 demo: $(STAMP)
-	$(PY) -m vjepa_jax.main --config configs/demo.py --workdir $(DEMO_WORKDIR)
+	test -f $(DEMO_WORKDIR)/sample/droid/1.0.0/dataset_info.json || \
+	  $(PY) -m vjepa_jax.data.synthetic --out $(DEMO_WORKDIR)/sample/droid/1.0.0 --episodes 24 --image-size 90x160
+	$(PY) -m vjepa_jax.main --config configs/demo.py --workdir $(DEMO_WORKDIR)/run \
+	  --config.data.path=$(DEMO_WORKDIR)/sample/droid/1.0.0
 
 clean:
 	rm -rf $(VENV) $(DEMO_WORKDIR)

@@ -10,7 +10,7 @@ A job is multi-process when the environment says so:
 - SLURM: `SLURM_JOB_ID` with `SLURM_NTASKS` > 1 (one task per node or per GPU, under `srun`);
 - Open MPI: `OMPI_COMM_WORLD_SIZE` > 1.
 
-Anything else is a single-process run and JAX is left alone. `VJEPA_LOCAL_DEVICE_IDS` (e.g.
+Anything else is a single-process run: no distributed runtime. `VJEPA_LOCAL_DEVICE_IDS` (e.g.
 "0,1,2,3") pins the devices a process uses, and `VJEPA_CPU_DEVICES` sets the number of simulated
 CPU devices per process. Run `python -m vjepa_jax.distributed [TEXT]` on every process to check the
 wiring: it prints one JSON line per process, or fails naming the processes that disagree.
@@ -55,21 +55,21 @@ def _local_device_ids(environ: Mapping[str, str]) -> Optional[tuple[int, ...]]:
 
 def _explicit(environ: Mapping[str, str], coordinator_address: Optional[str],
               num_processes: Optional[int], process_id: Optional[int]) -> Optional[InitArgs]:
-  values = {
+  given = {
       "coordinator_address (VJEPA_COORDINATOR)":
-          coordinator_address or environ.get("VJEPA_COORDINATOR") or None,
+          coordinator_address or environ.get("VJEPA_COORDINATOR", ""),
       "num_processes (VJEPA_NUM_PROCESSES)":
-          num_processes if num_processes is not None else environ.get("VJEPA_NUM_PROCESSES"),
+          environ.get("VJEPA_NUM_PROCESSES", "") if num_processes is None else num_processes,
       "process_id (VJEPA_PROCESS_ID)":
-          process_id if process_id is not None else environ.get("VJEPA_PROCESS_ID"),
+          environ.get("VJEPA_PROCESS_ID", "") if process_id is None else process_id,
   }
-  if all(v is None or v == "" for v in values.values()):
+  missing = [name for name, value in given.items() if value == ""]
+  if len(missing) == len(given):
     return None
-  missing = [k for k, v in values.items() if v is None or v == ""]
   if missing:
     raise ValueError(f"Explicit multi-process start needs all three settings; missing: "
                      f"{', '.join(missing)}.")
-  address, count, index = values.values()
+  address, count, index = given.values()
   count = _int(count, "num_processes")
   index = _int(index, "process_id")
   host, _, port = str(address).rpartition(":")
@@ -95,9 +95,10 @@ def detect(environ: Mapping[str, str], coordinator_address: Optional[str] = None
   if environ.get("VJEPA_DISTRIBUTED", "") == "1":
     return InitArgs("launcher", local_device_ids=local_ids)
   hosts = environ.get("TPU_PROCESS_ADDRESSES") or environ.get("TPU_WORKER_HOSTNAMES") or ""
-  slices = _int(environ.get("MEGASCALE_NUM_SLICES") or 1, "MEGASCALE_NUM_SLICES")
-  if len([h for h in hosts.split(",") if h.strip()]) > 1 or slices > 1 or environ.get(
-      "MEGASCALE_COORDINATOR_ADDRESS"):
+  multihost = len([h for h in hosts.split(",") if h.strip()]) > 1
+  multislice = (_int(environ.get("MEGASCALE_NUM_SLICES") or 1, "MEGASCALE_NUM_SLICES") > 1
+                or bool(environ.get("MEGASCALE_COORDINATOR_ADDRESS")))
+  if multihost or multislice:
     return InitArgs("tpu", local_device_ids=local_ids)
   if "SLURM_JOB_ID" in environ and _int(environ.get("SLURM_NTASKS") or 1, "SLURM_NTASKS") > 1:
     return InitArgs("slurm", local_device_ids=local_ids)
@@ -177,6 +178,7 @@ def main(argv: Sequence[str]) -> None:
       "process_count": jax.process_count(),
       "local_device_count": jax.local_device_count(),
       "device_count": jax.device_count(),
+      "is_writer": is_writer(),
   }), flush=True)
 
 

@@ -1,6 +1,7 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034
 # Sourced by the vjepa-jax launch scripts (launch/tpu/*.sh and launch/gpu/*.sh): errors, option
 # parsing, shell quoting, dry-run aware execution, and the gcloud pieces every TPU script shares.
+# (SC2034: the variables set here are read by the scripts that source this file.)
 
 VJ_SCRIPT=$(basename "$0")
 VJ_REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -27,7 +28,9 @@ need_value() {
 
 # need_int NAME VALUE [MIN]: VALUE is an integer >= MIN (default 1).
 need_int() {
-  [[ $2 =~ ^[0-9]+$ ]] && ((10#$2 >= ${3:-1})) || die "$1 must be an integer >= ${3:-1}, got '$2'"
+  if ! [[ $2 =~ ^[0-9]+$ ]] || ((10#$2 < ${3:-1})); then
+    die "$1 must be an integer >= ${3:-1}, got '$2'"
+  fi
 }
 
 # quote_word WORD: WORD as a POSIX shell word. Only unsafe words get quotes; for --flag=value
@@ -116,9 +119,9 @@ tpu_ssh() {
 
 # tail_log WORKER LINES FOLLOW: show the training log of one worker.
 tail_log() {
-  local follow=()
+  local tail_flags=(-n "$2")
   if (($3)); then
-    follow=(-F)
+    tail_flags+=(-F)
   fi
-  tpu_ssh "$1" "$(shell_quote tail -n "$2" "${follow[@]}" "$VJ_REMOTE_LOG")"
+  tpu_ssh "$1" "$(shell_quote tail "${tail_flags[@]}" "$VJ_REMOTE_LOG")"
 }

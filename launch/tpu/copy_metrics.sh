@@ -23,3 +23,33 @@ Options:
   --project PROJECT    Google Cloud project billed for the requests (default: gcloud's)
   --dry-run            print the commands, one per line, and change nothing
   -h, --help           show this help
+EOF
+}
+
+workdir='' dest='' exclude=1
+while (($#)); do
+  case $1 in
+    -h | --help) usage; exit 0 ;;
+    --*=*) set -- "${1%%=*}" "${1#*=}" "${@:2}"; continue ;;
+    --workdir) need_value "$@"; workdir=${2%/}; shift ;;
+    --dest) need_value "$@"; dest=$2; shift ;;
+    --with-checkpoints) exclude=0 ;;
+    --project) need_value "$@"; GCP_PROJECT=$2; shift ;;
+    --dry-run) VJ_DRY_RUN=1 ;;
+    *) die "unknown argument '$1'" ;;
+  esac
+  shift
+done
+[[ -n $workdir ]] || die "--workdir is required"
+[[ $workdir == gs://?* ]] || die "--workdir must be a gs:// path, got '$workdir'"
+[[ -n $dest ]] || dest="workdir-${workdir##*/}"
+
+flags=(--recursive)
+if ((exclude)); then
+  flags+=(--exclude="$checkpoints_regex")
+fi
+if [[ -n $GCP_PROJECT ]]; then
+  flags+=(--project="$GCP_PROJECT")
+fi
+run mkdir -p "$dest"
+run gcloud storage rsync "${flags[@]}" "$workdir" "$dest"

@@ -126,6 +126,7 @@ while :; do
       ;;
   esac
   ((SECONDS < deadline)) ||
-    die "still ${state:-unknown} after $wait_minutes minutes; check later with: $(shell_quote "${describe[@]}")"
+    die "still ${state:-unknown} after $wait_minutes minutes; check later with:" \
+      "$(shell_quote "${describe[@]}")"
   sleep 30
 done

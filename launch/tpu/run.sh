@@ -60,13 +60,21 @@ finish_tpu_options
 # workers from the TPU metadata.
 trainer=$(shell_quote env VJEPA_DISTRIBUTED=1 "${envs[@]}" .venv/bin/python -m vjepa_jax.main \
   --config "$config" --workdir "$workdir" "${overrides[@]}")
-stop_previous='pid=$(cat logs/train.pid 2>/dev/null || true); if [ -n "$pid" ] && grep -qs vjepa_jax /proc/"$pid"/cmdline; then echo "stopping the previous trainer ($pid)"; kill "$pid"; timeout 120 tail --pid="$pid" -f /dev/null || kill -9 "$pid"; fi'
+# The snippets in single quotes expand on the workers.
+# shellcheck disable=SC2016
+stop_previous=(
+  'pid=$(cat logs/train.pid 2>/dev/null || true);'
+  'if [ -n "$pid" ] && grep -qs vjepa_jax /proc/"$pid"/cmdline; then'
+  'echo "stopping the previous trainer ($pid)"; kill "$pid";'
+  'timeout 120 tail --pid="$pid" -f /dev/null || kill -9 "$pid"; fi'
+)
+# shellcheck disable=SC2016
 steps=(
   "cd $(quote_word "$VJ_REMOTE_DIR")"
-  '{ [ -x .venv/bin/python ] || { echo "no .venv here: run launch/tpu/setup.sh first" >&2; false; }; }'
+  '{ [ -x .venv/bin/python ] || { echo "no .venv: run setup.sh first" >&2; false; }; }'
   'mkdir -p logs'
-  "{ $stop_previous; }"
-  'echo "=== vjepa-jax run started $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(hostname) ===" >> logs/train.log'
+  "{ ${stop_previous[*]}; }"
+  'echo "=== vjepa-jax run started $(date -u +%FT%TZ) on $(hostname) ===" >> logs/train.log'
   # setsid detaches the trainer from the ssh session, which ends right after.
   "{ setsid $trainer >> logs/train.log 2>&1 < /dev/null & echo \$! > logs/train.pid; }"
 )

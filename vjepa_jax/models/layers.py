@@ -62,7 +62,7 @@ class Linear(nnx.Module):
     self.kernel = nnx.Param(trunc_normal(std)(rngs.params(), (in_features, out_features)))
     self.bias = nnx.Param(jnp.zeros((out_features,), jnp.float32)) if use_bias else None
     self.dtype = dtype
-    self.lora: LoRA | None = None
+    self.lora: LoRA | None = nnx.data(None)
 
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     x = x.astype(self.dtype)

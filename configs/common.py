@@ -1,0 +1,64 @@
+"""Defaults shared by every training config (plain functions, no global state)."""
+import dataclasses
+
+import ml_collections
+
+from vjepa_jax.data import droid
+from vjepa_jax.models import configs as model_configs
+from vjepa_jax.train import lora
+from vjepa_jax.train import optim
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 239
+  c.mode = "full"  # full | lora | lora_encoder
+  c.batch_size = 8  # global clips per step
+  c.num_steps = 0  # 0: run to optim.total_steps
+  c.log_every = 10
+  c.skip_nonfinite = False
+  c.peak_flops_per_device = 0.0  # 0: look up the accelerator; used for MFU only
+  c.matmul_precision = "default"
+
+  c.model = ml_collections.ConfigDict()
+  c.model.dtype = "bfloat16"  # compute dtype; parameters stay float32
+  c.model.attention_impl = "xla"
+  c.model.remat = False
+  c.model.rope_mode = "official"
+  c.model.encoder = dataclasses.asdict(model_configs.encoder_preset("vit_giant"))
+  c.model.predictor = dataclasses.asdict(model_configs.predictor_preset("vit_ac_predictor_giant"))
+
+  c.init = ml_collections.ConfigDict()
+  c.init.converted = ""  # output of weights_conversion.convert; "" = random init
+  c.init.seed = 0
+
+  c.lora = ml_collections.ConfigDict()
+  c.lora.rank = 16
+  c.lora.alpha = 32.0
+  c.lora.dropout = 0.0
+  c.lora.targets = lora.DEFAULT_PREDICTOR_TARGETS
+  c.lora.encoder_targets = lora.DEFAULT_ENCODER_TARGETS
+  c.lora.seed = 0
+
+  c.loss = ml_collections.ConfigDict()
+  c.loss.auto_steps = 2
+  c.loss.loss_exp = 1.0
+  c.loss.normalize_reps = True
+
+  c.optim = optim.default_config()
+  c.data = droid.default_config()
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = -1
+  c.mesh.fsdp = 1
+  c.mesh.tensor = 1
+
+  c.checkpoint = ml_collections.ConfigDict()
+  c.checkpoint.every = 500
+  c.checkpoint.keep = 3
+  c.checkpoint.async_save = True
+
+  c.wandb = ml_collections.ConfigDict()
+  c.wandb.enabled = False
+  c.wandb.project = "vjepa-jax"
+  return c

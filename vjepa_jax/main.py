@@ -1,0 +1,44 @@
+"""Entry point: `python -m vjepa_jax.main --config configs/<name>.py[:arg] --workdir DIR`.
+
+Any config field can be overridden on the command line (`--config.optim.lr=1e-4`). Re-running the
+same command resumes from the newest checkpoint in DIR (local or gs://).
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+from absl import logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (local or gs://).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv) -> None:
+  del argv
+  if not flags.FLAGS["verbosity"].present:
+    # Checkpoint libraries log every save at INFO; progress lines are printed separately.
+    logging.set_verbosity(logging.WARNING)
+  # Multi-process runs must start the distributed runtime before any other JAX call.
+  from vjepa_jax import distributed
+  distributed.maybe_initialize()
+  import jax
+  import tensorflow as tf
+  # tf.data must never claim accelerator memory.
+  tf.config.set_visible_devices([], "GPU")
+  jax.config.update("jax_default_matmul_precision", _CONFIG.value.get("matmul_precision",
+                                                                      "default"))
+  from vjepa_jax.train import trainer
+  logging.info("process %d/%d, %d local / %d global devices", jax.process_index(),
+               jax.process_count(), jax.local_device_count(), jax.device_count())
+  trainer.train(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+  app.run(main)
