@@ -128,6 +128,17 @@ def test_random_sampling_one_clip_per_episode_per_pass(truth):
   assert len(set(per_episode[longest])) >= 3
 
 
+def test_clips_per_visit(truth):
+  """"random" with clips_per_visit=3: three windows per episode visit, each inside the episode."""
+  clips = _encoded(_cfg(sampling="random", clips_per_visit=3, num_epochs=2))
+  counts = {}
+  for c in clips:
+    path = c["episode_id"].decode()
+    counts[path] = counts.get(path, 0) + 1
+    assert c["step_index"][-1] < len(truth[path]["states"])
+  assert sorted(counts.values()) == [6] * 5
+
+
 def test_official_window_rule_bounds(truth):
   """window_rule="official": start in [0, T - 33], so episodes need T >= 33."""
   clips = _encoded(_cfg(sampling="random", window_rule="official", num_epochs=4))
@@ -279,6 +290,18 @@ def test_skip_resumes_the_deterministic_stream():
   other = list(droid.make_clip_dataset(other_cfg).as_numpy_iterator())
   assert [c["episode_id"] for c in other] != [c["episode_id"] for c in full] or any(
       (a["step_index"] != b["step_index"]).any() for a, b in zip(other, full))
+
+
+def test_native_size_frames_without_host_resize():
+  """resize_on_host=False: frames are the decoded 180x243 'ac' windows, pixel for pixel."""
+  cfg = _cfg(sampling="sliding", resize_on_host=False)
+  clip = next(droid.make_clip_dataset(cfg).as_numpy_iterator())
+  encoded = next(droid.encoded_clip_dataset(cfg).as_numpy_iterator())
+  assert clip["video"].shape == (8, 180, 243, 3)
+  for frame, jpeg in zip(clip["video"], encoded["jpegs"]):
+    np.testing.assert_array_equal(frame, tf.io.decode_jpeg(jpeg).numpy()[:, 38:38 + 243])
+  with pytest.raises(ValueError, match="resize_on_host"):
+    droid.make_clip_dataset(_cfg(resize_on_host=False, crop="hub"))
 
 
 def test_batch_iterator_shapes_and_empty_error():

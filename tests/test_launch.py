@@ -289,7 +289,8 @@ def test_copy_metrics_skips_checkpoints(env):
   assert rsync[-2:] == ["gs://bkt/runs/r1", "workdir-r1"]
   exclude = re.compile(_flag(rsync, "--exclude"))
   assert "," not in exclude.pattern  # gcloud splits list flags on commas
-  for path in ("checkpoints/100/params/x", "200/state/d", "300.orbax-checkpoint-tmp-17/a"):
+  for path in ("checkpoints/100/params/x", "200/state/d", "300.orbax-checkpoint-tmp-17/a",
+               "base/encoder/x"):
     assert exclude.match(path), path
   for path in ("metrics.jsonl", "train/events.out.tfevents.1", "config.json", "loss_2.png"):
     assert not exclude.match(path), path

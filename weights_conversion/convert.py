@@ -17,18 +17,22 @@ import time
 import numpy as np
 
 from vjepa_jax.models import pretrained
+from weights_conversion import mapping
 from weights_conversion import official
 from weights_conversion import torch_io
 
 
+def _update_digest(h, kind: str, flat) -> None:
+  for path in sorted(flat, key=lambda p: tuple(map(str, p))):
+    h.update(".".join(map(str, (kind,) + path)).encode())
+    h.update(np.ascontiguousarray(flat[path]).tobytes())
+
+
 def params_digest(converted) -> str:
-  """sha256 over every converted tensor, in sorted path order."""
+  """sha256 over every converted tensor, models and paths in sorted order."""
   h = hashlib.sha256()
   for kind in sorted(converted):
-    _, flat = converted[kind]
-    for path in sorted(flat, key=lambda p: tuple(map(str, p))):
-      h.update(".".join(map(str, (kind,) + path)).encode())
-      h.update(np.ascontiguousarray(flat[path]).tobytes())
+    _update_digest(h, kind, converted[kind][1])
   return h.hexdigest()
 
 
@@ -57,23 +61,27 @@ def main(argv=None) -> int:
   try:
     ckpt = torch_io.load_torch_checkpoint(args.checkpoint)
     encoder_key = official.pick_encoder_key(ckpt, args.encoder_key)
-    converted = official.convert_checkpoint(ckpt, args.encoder_num_heads,
-                                            args.predictor_num_heads, args.img_size,
-                                            encoder_key)
+    jobs = official.plan_checkpoint(ckpt, args.encoder_num_heads, args.predictor_num_heads,
+                                    args.img_size, encoder_key)
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  del ckpt
-  digest = params_digest(converted)
+  # Every name and shape is checked above; now one model at a time is converted, hashed, written
+  # and released, so peak memory is about one model's converted tensors.
+  h = hashlib.sha256()
+  for job in sorted(jobs, key=lambda j: j.kind):
+    flat = mapping.materialize(job.state_dict, job.plan)
+    _update_digest(h, job.kind, flat)
+    pretrained.save_item(args.output, job.kind, flat)
+    n = sum(int(np.prod(v.shape)) for v in flat.values())
+    print(f"{job.kind}: {n:,} parameters, {job.config}")
+    del flat
   source = {"checkpoint": os.path.abspath(args.checkpoint),
             "checkpoint_bytes": os.path.getsize(args.checkpoint),
-            "encoder_key": encoder_key,
-            "num_frames": args.num_frames, "params_sha256": digest}
-  pretrained.save_converted(args.output, converted, source)
-  for kind, (cfg, flat) in converted.items():
-    n = sum(int(np.prod(v.shape)) for v in flat.values())
-    print(f"{kind}: {n:,} parameters, {cfg}")
-  print(f"wrote {args.output} in {time.time() - t0:.1f}s (params sha256 {digest[:16]}...)")
+            "encoder_key": encoder_key, "num_frames": args.num_frames,
+            "params_sha256": h.hexdigest()}
+  pretrained.write_architecture(args.output, {j.kind: j.config for j in jobs}, source)
+  print(f"wrote {args.output} in {time.time() - t0:.1f}s (params sha256 {h.hexdigest()[:16]}...)")
   return 0
 
 

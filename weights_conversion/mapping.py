@@ -170,27 +170,29 @@ def is_ac_predictor(sd: Mapping) -> bool:
   return "action_encoder.weight" in sd and "predictor_embed.weight" in sd
 
 
-def convert(sd: Mapping, expected: Mapping[tuple, tuple], rules, what: str,
-            dtype=np.float32) -> dict[tuple, np.ndarray]:
-  """Maps a stripped state dict onto `expected` ({target path: shape}) with strict accounting.
+def plan(sd: Mapping, expected: Mapping[tuple, tuple], rules, what: str
+         ) -> dict[str, tuple[tuple, Callable]]:
+  """Checks a stripped state dict against `expected` ({target path: shape}) without reading any
+  tensor data; returns {source name: (target path, transform)}.
 
-  Tensors are converted one at a time (`sd` may be lazily memory-mapped), so peak memory stays
-  near one copy of the checkpoint.
+  Raises:
+    ConversionError: listing missing, unexpected and mis-shaped keys.
   """
-  plan, unexpected, misshaped = {}, [], []
+  out, unexpected, misshaped = {}, [], []
   for name in sd:
     if name in IGNORED_KEYS:
       continue
     for pattern, target, fn in rules:
       m = pattern.fullmatch(name)
       if m:
-        plan[name] = (target(m), fn)
+        out[name] = (target(m), fn)
         break
     else:
       unexpected.append(name)
-  for name, (path, fn) in plan.items():
+  for name, (path, fn) in list(out.items()):
     if path not in expected:
       unexpected.append(name)
+      del out[name]
       continue
     src = _shape(sd[name])
     exp = tuple(expected[path])
@@ -198,15 +200,25 @@ def convert(sd: Mapping, expected: Mapping[tuple, tuple], rules, what: str,
         tuple(src[i] for i in (2, 3, 4, 1, 0)) if fn is _conv3d else src)
     if got != exp:
       misshaped.append((name, src, exp))
-  filled = {path for path, _ in plan.values()}
+  filled = {path for path, _ in out.values()}
   missing = [".".join(map(str, p)) for p in expected if p not in filled]
   if missing or unexpected or misshaped:
     raise ConversionError(what, missing=sorted(missing), unexpected=sorted(unexpected),
                           misshaped=misshaped)
-  out = {}
-  for name, (path, fn) in plan.items():
-    out[path] = fn(_to_numpy(sd[name])).astype(dtype, copy=False)
   return out
+
+
+def materialize(sd: Mapping, planned: Mapping[str, tuple[tuple, Callable]],
+                dtype=np.float32) -> dict[tuple, np.ndarray]:
+  """Converts the planned tensors one at a time (`sd` may be lazily memory-mapped)."""
+  return {path: fn(_to_numpy(sd[name])).astype(dtype, copy=False)
+          for name, (path, fn) in planned.items()}
+
+
+def convert(sd: Mapping, expected: Mapping[tuple, tuple], rules, what: str,
+            dtype=np.float32) -> dict[tuple, np.ndarray]:
+  """`plan` + `materialize`: strict accounting first, then the tensors."""
+  return materialize(sd, plan(sd, expected, rules, what), dtype)
 
 
 def _to_numpy(x) -> np.ndarray:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 from vjepa_jax.models import pretrained
 from weights_conversion import mapping
@@ -39,13 +39,20 @@ def _has_ac_predictor(ckpt: Mapping[str, Any]) -> bool:
   return isinstance(pred, Mapping) and mapping.is_ac_predictor(mapping.strip_prefixes(pred))
 
 
-def convert_checkpoint(ckpt: Mapping[str, Any], encoder_num_heads: int | None = None,
-                       predictor_num_heads: int | None = None, img_size: int = 256,
-                       encoder_key: str | None = None) -> dict[str, tuple[Any, dict]]:
-  """Converts an in-memory (or memory-mapped) official checkpoint dict.
+class Job(NamedTuple):
+  """One model to convert: its config, stripped state dict and checked tensor plan."""
+  kind: str
+  config: Any
+  state_dict: Mapping[str, Any]
+  plan: dict
 
-  Returns:
-    `{"encoder": (EncoderConfig, flat params), ["predictor": (PredictorConfig, flat params)]}`.
+
+def plan_checkpoint(ckpt: Mapping[str, Any], encoder_num_heads: int | None = None,
+                    predictor_num_heads: int | None = None, img_size: int = 256,
+                    encoder_key: str | None = None) -> list[Job]:
+  """Infers the architectures and checks every tensor's name and shape, reading no tensor data.
+
+  Raises (before anything is converted or written) on any mismatch.
   """
   if not isinstance(ckpt, Mapping):
     raise ValueError(f"not a V-JEPA 2 checkpoint: top level is a {type(ckpt).__name__}, "
@@ -56,9 +63,9 @@ def convert_checkpoint(ckpt: Mapping[str, Any], encoder_num_heads: int | None = 
     raise ValueError(f"not a V-JEPA 2 checkpoint: {key!r} is not a state dict")
   enc_sd = mapping.strip_prefixes(enc_sd)
   enc_cfg = mapping.infer_encoder_config(enc_sd, encoder_num_heads, img_size)
-  out = {"encoder": (enc_cfg, mapping.convert(
+  jobs = [Job("encoder", enc_cfg, enc_sd, mapping.plan(
       enc_sd, pretrained.param_shapes("encoder", enc_cfg), mapping.ENCODER_RULES,
-      f"encoder ({key})"))}
+      f"encoder ({key})"))]
   pred = ckpt.get("predictor")
   if isinstance(pred, Mapping):
     pred_sd = mapping.strip_prefixes(pred)
@@ -69,13 +76,25 @@ def convert_checkpoint(ckpt: Mapping[str, Any], encoder_num_heads: int | None = 
         raise mapping.ConversionError(
             "predictor", misshaped=[("predictor_embed.weight", pred_cfg.embed_dim,
                                      f"encoder width {enc_cfg.embed_dim}")])
-      out["predictor"] = (pred_cfg, mapping.convert(
+      jobs.append(Job("predictor", pred_cfg, pred_sd, mapping.plan(
           pred_sd, pretrained.param_shapes("predictor", pred_cfg), mapping.PREDICTOR_RULES,
-          "AC predictor"))
+          "AC predictor")))
     else:
       logging.info("skipping the checkpoint's mask-token (pre-training) predictor: only the "
                    "encoder of pre-training checkpoints is converted")
-  return out
+  return jobs
+
+
+def convert_checkpoint(ckpt: Mapping[str, Any], encoder_num_heads: int | None = None,
+                       predictor_num_heads: int | None = None, img_size: int = 256,
+                       encoder_key: str | None = None) -> dict[str, tuple[Any, dict]]:
+  """Converts an in-memory (or memory-mapped) official checkpoint dict.
+
+  Returns:
+    `{"encoder": (EncoderConfig, flat params), ["predictor": (PredictorConfig, flat params)]}`.
+  """
+  jobs = plan_checkpoint(ckpt, encoder_num_heads, predictor_num_heads, img_size, encoder_key)
+  return {job.kind: (job.config, mapping.materialize(job.state_dict, job.plan)) for job in jobs}
 
 
 def load_official_checkpoint(path: str, encoder_num_heads: int | None = None,

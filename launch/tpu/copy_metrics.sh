@@ -4,9 +4,10 @@ set -euo pipefail
 # shellcheck source=launch/tpu/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-# Orbax keeps each checkpoint in a directory named after its step (plus temporary siblings while
-# saving); those are large and not needed to read the metrics.
-checkpoints_regex='(^|.*/)(checkpoints?|[0-9]+(\.orbax-checkpoint-tmp-[0-9]+)?)/.*'
+# Large and not needed to read the metrics: checkpoints/ (orbax step directories, named after
+# their step, plus temporary siblings while saving) and base/ (random-init weights of a run
+# without converted ones).
+checkpoints_regex='(^|.*/)(checkpoints?|base|[0-9]+(\.orbax-checkpoint-tmp-[0-9]+)?)/.*'
 
 usage() {
   cat <<EOF

@@ -18,14 +18,13 @@ Pipeline (all inside the tf.data graph): shard files of this process's part of t
 per shard -> parse only the needed keys (states, file path, JPEG strings of the chosen cameras)
 -> episode filters (held-out split by a stable hash of the file path, success, non-finite states,
 broken JPEGs, idle trimming, too short for one clip), counted -> shuffle of encoded episodes ->
-repeat -> windows (`"random"`: one per episode visit; `"sliding"`: every window) with states,
-actions and step indices -> shuffle of encoded windows -> [skip] -> JPEG decode of the sampled
-frames of the drawn camera -> crop/resize. In deterministic mode the stream is a pure function of
-(cfg, process_index, process_count): every random draw is stateless and keyed by the position of
-the episode visit in the stream.
+repeat -> windows (`"random"`: one per episode visit by default; `"sliding"`: every window) with
+states, actions and step indices -> shuffle of encoded windows -> [skip] -> JPEG decode of the
+sampled frames of the drawn camera -> crop/resize. In deterministic mode the stream is a pure
+function of (cfg, process_index, process_count): every random draw is stateless and keyed by the
+position of the episode visit in the stream.
 """
 from collections.abc import Iterator, Sequence
-import math
 
 from absl import logging
 import ml_collections
@@ -59,12 +58,18 @@ def default_config(preset: str = "ac") -> ml_collections.ConfigDict:
   c.camera = "exterior_image_1_left"  # Name under steps/observation; "a,b" draws one per clip.
   c.frames_per_clip = 8
   c.frame_step = 4  # Raw 15 Hz steps between sampled frames (3.75 Hz, the official rate).
-  c.sampling = "random"  # "random": one window per episode visit; "sliding": all windows.
+  c.sampling = "random"  # "random": clips_per_visit windows per episode visit; "sliding": all.
   c.clip_stride = 2  # "sliding": sampled frames between consecutive window starts.
+  # "random": windows drawn (independently) per episode visit. 1 is the official sampler; more
+  # amortises reading an episode (all its JPEG bytes) over several clips.
+  c.clips_per_visit = 1
   # "span": a window may start wherever its (T-1)*frame_step+1 steps fit (T >= 29 by default);
   # "official": the official sampler, start in [0, L - T*frame_step - 1] (L >= 33).
   c.window_rule = "span"
   c.image_size = 256
+  # False: "ac" frames leave at the crop's native size ([T, H, round(1.35 H), 3], 180x243 on
+  # DROID RLDS) for a bilinear resize on the accelerator; halves host CPU work per clip.
+  c.resize_on_host = True
   c.crop = "ac"  # "ac" (training/eval/planning) or "hub" (short side 292, centre crop 256).
   c.random_resized_crop = False  # Augmentation: a random window per clip instead of `crop`.
   c.rrc_scale = (0.3, 1.0)
@@ -82,7 +87,7 @@ def default_config(preset: str = "ac") -> ml_collections.ConfigDict:
   c.num_epochs = ml_collections.config_dict.placeholder(int)  # None: repeat forever.
   c.num_parallel_reads = 4  # Shard files read at once.
   c.num_parallel_calls = -1  # Parallel parse/decode calls; -1 = tf.data.AUTOTUNE.
-  c.read_buffer_bytes = 8 << 20
+  c.read_buffer_bytes = 256 << 10  # TFRecord read buffer; larger helps on gs://.
   c.process_index = ml_collections.config_dict.placeholder(int)  # None: jax.process_index().
   c.process_count = ml_collections.config_dict.placeholder(int)  # None: jax.process_count().
   if preset == "sliding16":
@@ -131,8 +136,11 @@ def _validate(cfg: ml_collections.ConfigDict) -> None:
     raise ValueError(f"cfg.split must be one of {SPLITS}, got {cfg.split!r}")
   if cfg.crop not in transforms.CROPS:
     raise ValueError(f"cfg.crop must be one of {transforms.CROPS}, got {cfg.crop!r}")
-  if cfg.frames_per_clip < 2 or cfg.frame_step < 1 or cfg.clip_stride < 1:
-    raise ValueError("need frames_per_clip >= 2, frame_step >= 1 and clip_stride >= 1")
+  if not cfg.resize_on_host and (cfg.crop != "ac" or cfg.random_resized_crop):
+    raise ValueError("resize_on_host=False needs crop='ac' and random_resized_crop=False")
+  if (cfg.frames_per_clip < 2 or cfg.frame_step < 1 or cfg.clip_stride < 1
+      or cfg.clips_per_visit < 1):
+    raise ValueError("need frames_per_clip >= 2, frame_step, clip_stride, clips_per_visit >= 1")
   if not 0.0 <= cfg.val_fraction <= 1.0:
     raise ValueError(f"cfg.val_fraction must be in [0, 1], got {cfg.val_fraction}")
   if cfg.split == "val" and cfg.val_fraction == 0.0:
@@ -275,16 +283,13 @@ def _active_range(states: tf.Tensor, trim: bool, threshold: float) -> tuple[tf.T
 
 def _parse_episode(record: tf.Tensor, spec: dict, cameras: Sequence[str],
                    cfg: ml_collections.ConfigDict) -> dict:
-  """Serialized episode -> needed tensors plus its filter outcome (`reason`, 0 = kept)."""
-  ex = tf.io.parse_single_example(record, spec)
-  file_path = ex[FILE_PATH_KEY]
-  lengths = tf.stack([tf.shape(ex[CARTESIAN_KEY])[0], tf.shape(ex[GRIPPER_KEY])[0]]
-                     + [tf.shape(ex[OBS + c])[0] for c in cameras])
-  n = tf.reduce_min(lengths)
-  malformed = tf.reduce_any(tf.not_equal(lengths, n))
-  states = tf.concat([ex[CARTESIAN_KEY][:n], ex[GRIPPER_KEY][:n]], axis=-1)  # [n, 7] float32
-  jpegs = tf.stack([ex[OBS + c][:n] for c in cameras])  # [C, n]
+  """Serialized episode -> needed tensors plus its filter outcome (`reason`, 0 = kept).
 
+  The file path is parsed first: episodes of the other split (or failures with success_only) are
+  not parsed further.
+  """
+  file_path = tf.io.parse_single_example(record, {FILE_PATH_KEY: spec[FILE_PATH_KEY]})[
+      FILE_PATH_KEY]
   if cfg.split == "all":
     in_split = tf.constant(True)
   else:
@@ -292,6 +297,23 @@ def _parse_episode(record: tf.Tensor, spec: dict, cameras: Sequence[str],
     is_val = bucket < int(round(cfg.val_fraction * _HASH_BUCKETS))
     in_split = is_val if cfg.split == "val" else tf.logical_not(is_val)
   success = tf.strings.regex_full_match(file_path, ".*/success/.*")
+  wanted = tf.logical_and(in_split, success) if cfg.success_only else in_split
+
+  def parse():
+    return tf.io.parse_single_example(record, spec)
+
+  def skip():
+    return {k: tf.zeros([0, *v.shape], v.dtype) if isinstance(v, tf.io.FixedLenSequenceFeature)
+            else tf.zeros(v.shape, v.dtype) for k, v in spec.items()}
+
+  ex = tf.cond(wanted, parse, skip)
+  lengths = tf.stack([tf.shape(ex[CARTESIAN_KEY])[0], tf.shape(ex[GRIPPER_KEY])[0]]
+                     + [tf.shape(ex[OBS + c])[0] for c in cameras])
+  n = tf.reduce_min(lengths)
+  malformed = tf.reduce_any(tf.not_equal(lengths, n))
+  states = tf.concat([ex[CARTESIAN_KEY][:n], ex[GRIPPER_KEY][:n]], axis=-1)  # [n, 7] float32
+  jpegs = (tf.stack([ex[OBS + c][:n] for c in cameras]) if len(cameras) > 1
+           else ex[OBS + cameras[0]][None, :n])  # [C, n]
   finite = tf.reduce_all(tf.math.is_finite(states))
   jpeg_ok = tf.reduce_all(_jpeg_ok(jpegs))
   safe_states = tf.where(tf.math.is_finite(states), states, tf.zeros_like(states))
@@ -372,7 +394,8 @@ def _window_starts(lo: tf.Tensor, hi: tf.Tensor, seed: tf.Tensor,
   last = _last_start(hi, cfg)
   if cfg.sampling == "sliding":
     return tf.range(lo, last + 1, cfg.clip_stride * cfg.frame_step)
-  return tf.random.stateless_uniform([1], seed=seed, minval=lo, maxval=last + 1, dtype=tf.int32)
+  return tf.random.stateless_uniform([cfg.clips_per_visit], seed=seed, minval=lo, maxval=last + 1,
+                                    dtype=tf.int32)
 
 
 def _windows(visit: tf.Tensor, ep: dict, base_seed: tf.Tensor,
@@ -426,10 +449,11 @@ def encoded_clip_dataset(cfg: ml_collections.ConfigDict,
 
 def _decode(clip: dict, cfg: ml_collections.ConfigDict) -> dict:
   random_crop = (tuple(cfg.rrc_scale), tuple(cfg.rrc_ratio)) if cfg.random_resized_crop else None
-  video = transforms.preprocess_clip(clip["jpegs"], cfg.image_size, cfg.crop,
-                                     random_crop=random_crop, seed=clip["crop_seed"])
-  t, s = cfg.frames_per_clip, cfg.image_size
-  return {"video": tf.ensure_shape(video, [t, s, s, 3]),
+  size = cfg.image_size if cfg.resize_on_host else None
+  video = transforms.preprocess_clip(clip["jpegs"], size, cfg.crop, random_crop=random_crop,
+                                     seed=clip["crop_seed"])
+  t = cfg.frames_per_clip
+  return {"video": tf.ensure_shape(video, [t, size, size, 3]),
           "states": tf.ensure_shape(clip["states"], [t, 7]),
           "actions": tf.ensure_shape(clip["actions"], [t - 1, 7]),
           "episode_id": clip["episode_id"],
@@ -517,7 +541,8 @@ def dataset_stats(cfg: ml_collections.ConfigDict) -> dict:
         acc[k]["max"] = np.maximum(acc[k]["max"], m["max"])
   counts = counters.as_dict()
   stats = {"counts": counts,
-           "clips_per_pass": {"random": counts["episodes_kept"], "sliding": sliding}}
+           "clips_per_pass": {"random": counts["episodes_kept"] * cfg.clips_per_visit,
+                              "sliding": sliding}}
   for k, a in acc.items():
     if a["n"]:
       mean = a["sum"] / a["n"]

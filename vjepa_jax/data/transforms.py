@@ -102,7 +102,8 @@ def resize_bilinear_uint8(frames: tf.Tensor, size: Sequence[int],
   else:
     resized = tf.raw_ops.ResizeBilinear(images=frames, size=tf.constant(size, tf.int32),
                                         align_corners=False, half_pixel_centers=True)
-  return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+  # Bilinear weights are convex, so the result already lies in [0, 255]; +0.5 rounds half up.
+  return tf.cast(resized + 0.5, tf.uint8)
 
 
 def hub_resize_shape(height: tf.Tensor, width: tf.Tensor, image_size: int) -> tf.Tensor:
@@ -115,14 +116,15 @@ def hub_resize_shape(height: tf.Tensor, width: tf.Tensor, image_size: int) -> tf
   return tf.where(height <= width, tf.stack([short, long_w]), tf.stack([long_h, short]))
 
 
-def preprocess_clip(jpegs: tf.Tensor, image_size: int, crop: str = "ac",
+def preprocess_clip(jpegs: tf.Tensor, image_size: int | None, crop: str = "ac",
                     random_crop: tuple[Sequence[float], Sequence[float]] | None = None,
                     seed: tf.Tensor | None = None) -> tf.Tensor:
   """JPEG strings `[T]` of one clip -> uint8 video `[T, S, S, 3]`.
 
   Args:
     jpegs: `[T]` JPEG-encoded frames of one camera (all of the same size).
-    image_size: output side S.
+    image_size: output side S; None keeps the crop window's native size (no resize), for
+      consumers that resize on the accelerator (not available with the "hub" crop).
     crop: `"ac"` or `"hub"` (see module docstring).
     random_crop: `(scale, ratio)` ranges to draw one random-resized-crop window per clip instead
       of the deterministic crop; then the window is resized to S x S like `"ac"`.
@@ -130,6 +132,8 @@ def preprocess_clip(jpegs: tf.Tensor, image_size: int, crop: str = "ac",
   """
   if crop not in CROPS:
     raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
+  if image_size is None and (crop != "ac" or random_crop is not None):
+    raise ValueError("image_size=None (no resize) needs crop='ac' without random_crop")
   shape = tf.io.extract_jpeg_shape(jpegs[0])
   height, width = shape[0], shape[1]
   size = (image_size, image_size)
@@ -139,7 +143,8 @@ def preprocess_clip(jpegs: tf.Tensor, image_size: int, crop: str = "ac",
     window = random_resized_window(height, width, seed, *random_crop)
     return resize_bilinear_uint8(decode_frames(jpegs, window), size)
   if crop == "ac":
-    return resize_bilinear_uint8(decode_frames(jpegs, central_window(height, width)), size)
+    frames = decode_frames(jpegs, central_window(height, width))
+    return frames if image_size is None else resize_bilinear_uint8(frames, size)
   resized = resize_bilinear_uint8(decode_frames(jpegs),
                                   hub_resize_shape(height, width, image_size), antialias=True)
   top = tf.cast(tf.round(tf.cast(tf.shape(resized)[1] - image_size, tf.float64) / 2), tf.int32)

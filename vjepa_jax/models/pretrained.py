@@ -91,19 +91,30 @@ def config_to_dict(cfg) -> dict:
   return dataclasses.asdict(cfg)
 
 
-def save_converted(directory: str, models: Mapping[str, tuple[Any, Mapping[tuple, Any]]],
-                   source: Mapping[str, Any]) -> None:
-  """Writes `{kind: (config, flat params)}` as orbax items plus `architecture.json`."""
+def save_item(directory: str, kind: str, flat: Mapping[tuple, Any]) -> None:
+  """Writes one model's `{path: array}` as the orbax item `<directory>/<kind>`."""
   import orbax.checkpoint as ocp
   root = _root(directory)
   root.mkdir(parents=True, exist_ok=True)
-  arch = {"format_version": FORMAT_VERSION, "source": dict(source), "models": {}}
   with ocp.StandardCheckpointer() as ckptr:
-    for kind, (cfg, flat) in models.items():
-      ckptr.save(root / kind, _nested({p: np.asarray(v) for p, v in flat.items()}), force=True)
-      arch["models"][kind] = config_to_dict(cfg)
+    ckptr.save(root / kind, _nested({p: np.asarray(v) for p, v in flat.items()}), force=True)
     ckptr.wait_until_finished()
-  (root / ARCH_FILE).write_text(json.dumps(arch, indent=2, sort_keys=True))
+
+
+def write_architecture(directory: str, configs: Mapping[str, Any],
+                       source: Mapping[str, Any]) -> None:
+  """Writes `architecture.json` last: its presence marks a complete converted checkpoint."""
+  arch = {"format_version": FORMAT_VERSION, "source": dict(source),
+          "models": {kind: config_to_dict(cfg) for kind, cfg in configs.items()}}
+  (_root(directory) / ARCH_FILE).write_text(json.dumps(arch, indent=2, sort_keys=True))
+
+
+def save_converted(directory: str, models: Mapping[str, tuple[Any, Mapping[tuple, Any]]],
+                   source: Mapping[str, Any]) -> None:
+  """Writes `{kind: (config, flat params)}` as orbax items plus `architecture.json`."""
+  for kind, (_, flat) in models.items():
+    save_item(directory, kind, flat)
+  write_architecture(directory, {kind: cfg for kind, (cfg, _) in models.items()}, source)
 
 
 def read_architecture(directory: str) -> dict:

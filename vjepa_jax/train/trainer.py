@@ -6,13 +6,13 @@ import json
 import logging
 import signal
 import time
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from etils import epath
-from flax import nnx
 
 from vjepa_jax import distributed
 from vjepa_jax.models import configs as model_configs
@@ -105,14 +105,18 @@ def step_flops(compiled) -> float | None:
     return None
 
 
-def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Runs (or resumes) a fine-tune; returns the last logged metrics."""
-  validate(cfg, jax.device_count(), jax.process_count())
-  distributed.check_consistent(cfg.to_json_best_effort(sort_keys=True))
-  mesh = sharding.make_mesh(cfg.mesh)
-  writer_ok = jax.process_index() == 0
-  epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+class Setup(NamedTuple):
+  state: step_lib.TrainState
+  frozen: object
+  step_fn: object          # jitted (state, frozen, batch) -> (state, metrics)
+  mesh: object
+  base_dir: str
+  base_sha: str
+  adapted: list
 
+
+def setup(cfg: ml_collections.ConfigDict, workdir: str, mesh) -> Setup:
+  """Base weights, adapters, sharded state and the jitted step for `mesh`."""
   base_dir = _base_weights(cfg, workdir)
   base_sha = pretrained.params_sha256(base_dir)
   base = pretrained.load_converted(base_dir, overrides=_model_overrides(cfg))
@@ -130,8 +134,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   frozen = jax.device_put(frozen, frozen_sh)
   trainable = jax.device_put(trainable, train_sh)
   tx = optim.make_optimizer(cfg.optim)
-  opt_shape = jax.eval_shape(tx.init, trainable)
-  opt_sh = sharding.tree_shardings(opt_shape, mesh)
+  opt_sh = sharding.tree_shardings(jax.eval_shape(tx.init, trainable), mesh)
   opt_state = jax.jit(tx.init, out_shardings=opt_sh)(trainable)
   repl = sharding.replicated(mesh)
   state = step_lib.TrainState(
@@ -139,10 +142,20 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
       opt_state=opt_state,
       rng=jax.device_put(jax.random.key_data(jax.random.key(cfg.seed)), repl))
   state_sh = step_lib.TrainState(repl, train_sh, opt_sh, repl)
-  batch_sh = sharding.batch_sharding(mesh)
   step_fn = jax.jit(step_lib.make_train_step(graphdef, cfg.mode, rest, cfg, tx),
-                    in_shardings=(state_sh, frozen_sh, batch_sh),
+                    in_shardings=(state_sh, frozen_sh, sharding.batch_sharding(mesh)),
                     out_shardings=(state_sh, repl), donate_argnums=(0,))
+  return Setup(state, frozen, step_fn, mesh, base_dir, base_sha, adapted)
+
+
+def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Runs (or resumes) a fine-tune; returns the last logged metrics."""
+  validate(cfg, jax.device_count(), jax.process_count())
+  distributed.check_consistent(cfg.to_json_best_effort(sort_keys=True))
+  mesh = sharding.make_mesh(cfg.mesh)
+  writer_ok = jax.process_index() == 0
+  epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+  state, frozen, step_fn, mesh, base_dir, base_sha, adapted = setup(cfg, workdir, mesh)
 
   ckpt = ckpt_lib.Checkpointer(workdir, cfg.checkpoint.every, cfg.checkpoint.keep,
                                cfg.checkpoint.async_save)

@@ -1,0 +1,120 @@
+"""Times one full V-JEPA 2-AC train step and prints one JSON line.
+
+  python benchmarks/train_step.py --preset bench-cpu
+  python benchmarks/train_step.py --preset vitg-gpu [--converted DIR]
+
+The step is the trainer's own jitted step (per-frame target encoding with the frozen encoder,
+teacher-forcing + auto-regressive rollout losses, backward, AdamW update), called directly on
+random uint8 video and random actions/states, so no data pipeline is timed. Reported: median
+seconds of the timed steps after warm-up, XLA's FLOP count of the compiled step, and (when the
+accelerator's peak is known) model FLOPs utilisation.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+
+import jax
+import numpy as np
+
+from configs import common
+from vjepa_jax.train import metrics as metrics_lib
+from vjepa_jax.train import sharding
+from vjepa_jax.train import trainer
+
+
+def bench_cpu_config():
+  """ViT-S-like encoder + small predictor at 128 px, 8 frames, batch 4, fp32, one device."""
+  c = common.base_config()
+  c.mode = "full"
+  c.batch_size = 4
+  c.model.dtype = "float32"
+  c.model.encoder.update(embed_dim=384, depth=12, num_heads=6, mlp_hidden=1536, img_size=128,
+                         patch_size=16)
+  c.model.predictor.update(embed_dim=384, predictor_embed_dim=256, depth=6, num_heads=4,
+                           mlp_hidden=1024, img_size=128, patch_size=16)
+  c.data.image_size = 128
+  c.data.frames_per_clip = 8
+  c.mesh.update(data=1, fsdp=1, tensor=1)
+  return c
+
+
+def vitg_gpu_config(num_devices: int):
+  """The full-scale recipe (ViT-g + official AC predictor, 256 px, 8 frames), 8 clips/device."""
+  c = common.base_config()
+  c.mode = "full"
+  c.batch_size = 8 * num_devices
+  c.model.dtype = "bfloat16"
+  c.model.remat = True
+  c.data.image_size = c.model.predictor.img_size
+  c.data.frames_per_clip = 8
+  c.mesh.update(data=1, fsdp=-1, tensor=1)
+  return c
+
+
+def random_batch(cfg, seed: int = 0) -> dict:
+  """video uint8 [B, T, H, W, 3], states float32 [B, T, 7], actions float32 [B, T-1, 7]."""
+  rng = np.random.default_rng(seed)
+  b, t, s = cfg.batch_size, cfg.data.frames_per_clip, cfg.data.image_size
+  a = cfg.model.predictor.action_dim
+  return {"video": rng.integers(0, 256, (b, t, s, s, 3), dtype=np.uint8),
+          "states": rng.standard_normal((b, t, a)).astype(np.float32),
+          "actions": rng.standard_normal((b, t - 1, a)).astype(np.float32)}
+
+
+def run(preset: str, warmup: int, steps: int, converted: str = "") -> dict:
+  if preset == "bench-cpu":
+    cfg, devices = bench_cpu_config(), jax.devices()[:1]
+  elif preset == "vitg-gpu":
+    cfg, devices = vitg_gpu_config(jax.device_count()), jax.devices()
+  else:
+    raise ValueError(f"unknown preset {preset!r}; known: bench-cpu, vitg-gpu")
+  cfg.init.converted = converted
+  mesh = sharding.make_mesh(cfg.mesh, devices=devices)
+  with tempfile.TemporaryDirectory() as workdir:
+    state, frozen, step_fn, mesh, *_ = trainer.setup(cfg, workdir, mesh)
+  batch = jax.device_put(random_batch(cfg), sharding.batch_sharding(mesh))
+  t0 = time.perf_counter()
+  compiled = step_fn.lower(state, frozen, batch).compile()
+  compile_s = time.perf_counter() - t0
+  flops = trainer.step_flops(compiled)
+  times = []
+  for i in range(warmup + steps):
+    t0 = time.perf_counter()
+    state, m = compiled(state, frozen, batch)
+    jax.block_until_ready((state, m))
+    if i >= warmup:
+      times.append(time.perf_counter() - t0)
+  sec = statistics.median(times)
+  out = {"preset": preset, "median_step_s": round(sec, 4), "min_step_s": round(min(times), 4),
+         "flops_per_step": flops, "compile_s": round(compile_s, 1),
+         "clips_per_s": round(cfg.batch_size / sec, 2), "batch_size": cfg.batch_size,
+         "devices": len(devices), "device_kind": devices[0].device_kind,
+         "warmup": warmup, "timed_steps": steps, "loss": float(m["loss"])}
+  peak = metrics_lib.peak_flops_per_device()
+  if flops and peak and devices[0].platform != "cpu":
+    # XLA counts the partitioned program, i.e. the FLOPs of one device's shard.
+    out["mfu"] = round(flops / sec / peak, 4)
+    out["peak_flops_per_device"] = peak
+  return out
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--preset", default="bench-cpu", choices=["bench-cpu", "vitg-gpu"])
+  p.add_argument("--warmup", type=int, default=3)
+  p.add_argument("--steps", type=int, default=5)
+  p.add_argument("--converted", default="",
+                 help="converted base checkpoint (default: random init)")
+  args = p.parse_args(sys.argv[1:] if argv is None else argv)
+  print(json.dumps(run(args.preset, args.warmup, args.steps, args.converted)), flush=True)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

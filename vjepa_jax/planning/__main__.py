@@ -1,0 +1,170 @@
+"""Plans on a recorded trajectory and prints the chosen actions next to the recorded ones.
+
+  python -m vjepa_jax.planning --trajectory traj.npz --checkpoint vjepa2-ac-vitg.pt
+  python -m vjepa_jax.planning --trajectory traj.npz --converted converted/vitg-ac
+  python -m vjepa_jax.planning --trajectory traj.npz --workdir runs/finetune
+
+The trajectory file holds `observations` uint8 `[T, H, W, 3]` or `[N, T, H, W, 3]` and `states`
+`[T, 7]` or `[N, T, 7]` (the official `franka_example_traj.npz` layout). For every frame t < T-1
+the planner starts from (frame t, state t) with frame t+1 (`--goal next`) or the last frame
+(`--goal last`) as goal; the recorded action is the pose difference of states t and t+1. Without
+weights a random tiny model is used, which only exercises the code path.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Sequence
+
+import jax
+import numpy as np
+
+from vjepa_jax.models import EncoderConfig
+from vjepa_jax.models import PredictorConfig
+from vjepa_jax.planning import cem
+from vjepa_jax.planning import planner as planner_lib
+from vjepa_jax.planning import poses
+
+RANDOM_WARNING = ("WARNING: no weights given (--converted, --checkpoint or --workdir): planning "
+                  "with a RANDOM-INIT TINY model. The actions below are meaningless; this run only "
+                  "exercises the code path.")
+
+
+def random_tiny_models(seed: int = 0, img_size: int = 64):
+  """A tiny random encoder/predictor pair (widths 48/64, depth 2) for smoke runs.
+
+  Kernels ~ N(0, 0.02^2), biases 0, LayerNorm scales 1 (the official init without its
+  truncation and depth rescaling), drawn with NumPy: building it costs no compilation.
+  """
+  from vjepa_jax.models import pretrained
+  rng = np.random.default_rng(seed)
+  cfgs = {"encoder": EncoderConfig(embed_dim=48, depth=2, num_heads=3, mlp_hidden=192,
+                                   img_size=img_size),
+          "predictor": PredictorConfig(embed_dim=48, predictor_embed_dim=64, depth=2,
+                                       num_heads=4, mlp_hidden=256, img_size=img_size)}
+  models = []
+  for kind, cfg in cfgs.items():
+    flat = {}
+    for path, shape in pretrained.param_shapes(kind, cfg).items():
+      init = {"kernel": lambda s: rng.normal(0.0, 0.02, s), "scale": np.ones}.get(path[-1],
+                                                                                np.zeros)
+      flat[path] = init(shape).astype(np.float32)
+    models.append(pretrained.build_model(kind, cfg, flat))
+  return tuple(models)
+
+
+def load_models(args: argparse.Namespace):
+  """(encoder, predictor, description) from the weight flags; random tiny models if none."""
+  given = [f for f in ("converted", "checkpoint", "workdir") if getattr(args, f)]
+  if len(given) > 1:
+    raise ValueError(f"give at most one of --converted, --checkpoint, --workdir (got {given})")
+  if args.converted:
+    from vjepa_jax.models import pretrained
+    models = pretrained.load_converted(args.converted)
+    if "predictor" not in models:
+      raise ValueError(f"{args.converted} has no AC predictor; planning needs V-JEPA 2-AC weights")
+    return models["encoder"], models["predictor"], f"converted {args.converted}"
+  if args.checkpoint:
+    from weights_conversion import load_official_checkpoint
+    models = load_official_checkpoint(args.checkpoint, args.encoder_heads, args.predictor_heads,
+                                      args.img_size)
+    if "predictor" not in models:
+      raise ValueError(f"{args.checkpoint} has no AC predictor; planning needs V-JEPA 2-AC "
+                       "weights (e.g. vjepa2-ac-vitg.pt)")
+    return models["encoder"].module, models["predictor"].module, f"official {args.checkpoint}"
+  if args.workdir:
+    from vjepa_jax.train import checkpoint
+    encoder, predictor = checkpoint.load_models(args.workdir, merge=True)
+    return encoder, predictor, f"training run {args.workdir}"
+  encoder, predictor = random_tiny_models(args.seed)
+  return encoder, predictor, "RANDOM-INIT tiny model (no weights given; actions are meaningless)"
+
+
+def load_trajectory(path: str, episode: int) -> tuple[np.ndarray, np.ndarray]:
+  """(frames uint8 [T, H, W, 3], states float32 [T, 7]) of one recorded episode."""
+  with np.load(path) as data:
+    missing = {"observations", "states"} - set(data.files)
+    if missing:
+      raise ValueError(f"{path} lacks {sorted(missing)} (has {data.files})")
+    frames, states = data["observations"], data["states"]
+  if frames.ndim == 5:
+    if not 0 <= episode < frames.shape[0]:
+      raise ValueError(f"--episode {episode} out of range: {path} has {frames.shape[0]}")
+    frames, states = frames[episode], states[episode]
+  if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+    raise ValueError(f"observations must be uint8 [T, H, W, 3] (or [N, T, H, W, 3]), got "
+                     f"{frames.dtype} {frames.shape}")
+  if states.shape != (frames.shape[0], 7):
+    raise ValueError(f"states must be [T={frames.shape[0]}, 7], got {states.shape}")
+  if frames.shape[0] < 2:
+    raise ValueError("the trajectory needs at least 2 frames")
+  return frames, states.astype(np.float32)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+  p = argparse.ArgumentParser(prog="python -m vjepa_jax.planning", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--trajectory", required=True, help="npz with observations and states")
+  p.add_argument("--episode", type=int, default=0, help="episode index for [N, T, ...] files")
+  p.add_argument("--converted", help="converted vjepa-jax checkpoint directory")
+  p.add_argument("--checkpoint", help="official V-JEPA 2-AC .pt checkpoint")
+  p.add_argument("--workdir", help="vjepa-jax training run directory")
+  p.add_argument("--encoder-heads", type=int, default=None)
+  p.add_argument("--predictor-heads", type=int, default=None)
+  p.add_argument("--img-size", type=int, default=256, help="predictor resolution (--checkpoint)")
+  p.add_argument("--goal", choices=("next", "last"), default="next")
+  p.add_argument("--preset", default="paper", choices=sorted(cem.PRESETS))
+  for name in ("samples", "iterations", "topk", "horizon"):
+    p.add_argument(f"--{name}", type=int, default=None)
+  p.add_argument("--maxnorm", type=float, default=None)
+  p.add_argument("--search-rotation", action="store_true")
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--json", action="store_true", help="also print one JSON line per step")
+  return p.parse_args(argv)
+
+
+def _fmt(v: np.ndarray) -> str:
+  return " ".join(f"{x:+.4f}" for x in v)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  args = parse_args(argv)
+  cfg = cem.default_config(args.preset)
+  for name in ("samples", "iterations", "topk", "horizon", "maxnorm"):
+    if getattr(args, name) is not None:
+      setattr(cfg, name, getattr(args, name))
+  cfg.search_rotation = args.search_rotation
+  cfg.seed = args.seed
+  frames, states = load_trajectory(args.trajectory, args.episode)
+  encoder, predictor, description = load_models(args)
+  if description.startswith("RANDOM"):
+    print(RANDOM_WARNING, file=sys.stderr, flush=True)
+  planner = planner_lib.Planner(encoder, predictor, cfg)
+  recorded = np.asarray(poses.poses_to_diffs(states))
+  print(f"model: {description}; devices: {jax.devices()[0].platform} x {jax.device_count()}")
+  print(f"CEM: samples {cfg.samples}, iterations {cfg.iterations}, top-k {cfg.topk}, horizon "
+        f"{cfg.horizon}, maxnorm {cfg.maxnorm}; goal: {args.goal} frame")
+  print("   t  kind      dx      dy      dz   droll  dpitch    dyaw   dgrip   xyz-cos  sec")
+  cosines = []
+  for t in range(frames.shape[0] - 1):
+    goal = frames[t + 1] if args.goal == "next" else frames[-1]
+    start = time.perf_counter()
+    action = planner.plan(frames[t], states[t], goal)
+    seconds = time.perf_counter() - start
+    true = recorded[t]
+    denom = np.linalg.norm(action[:3]) * np.linalg.norm(true[:3])
+    cos = float(action[:3] @ true[:3] / denom) if denom > 0 else float("nan")
+    cosines.append(cos)
+    print(f"{t:4d}  plan   {_fmt(action)}  {cos:+.3f}  {seconds:6.2f}")
+    print(f"{t:4d}  record {_fmt(true)}")
+    if args.json:
+      print(json.dumps({"t": t, "planned": action.tolist(), "recorded": true.tolist(),
+                        "xyz_cosine": cos, "seconds": seconds}))
+  print(f"mean xyz cosine (planned vs recorded): {np.nanmean(cosines):+.3f}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
