@@ -31,6 +31,11 @@ def _peak_rss_mb() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _cpu_s() -> float:
+  usage = resource.getrusage(resource.RUSAGE_SELF)
+  return usage.ru_utime + usage.ru_stime
+
+
 def _config(path: str, sampling: str, shuffle_buffer: int, clips_per_visit: int = 1,
             resize_on_host: bool = True):
   from vjepa_jax.data import droid
@@ -51,12 +56,13 @@ def _time_pipeline(cfg, num_clips: int, batch_size: int = 8) -> dict:
   batches = droid.batch_iterator(droid.make_clip_dataset(cfg), batch_size)
   next(batches)
   first = time.perf_counter() - start
-  start = time.perf_counter()
+  start, cpu = time.perf_counter(), _cpu_s()
   done = 0
   while done < num_clips:
     done += len(next(batches)["video"])
   elapsed = time.perf_counter() - start
-  return {"clips_per_s": done / elapsed, "first_batch_s": first}
+  return {"clips_per_s": done / elapsed, "cpu_ms_per_clip": 1000 * (_cpu_s() - cpu) / done,
+          "first_batch_s": first}
 
 
 def worker_pipeline(args) -> dict:
@@ -87,11 +93,11 @@ def worker_decode(args) -> dict:
       lambda j: tf.io.decode_jpeg(j, channels=3), num_parallel_calls=tf.data.AUTOTUNE)
   count = lambda: ds.reduce(tf.constant(0, tf.int64), lambda acc, _: acc + 1)
   count()  # Warm-up (function tracing, thread pools).
-  start = time.perf_counter()
+  start, cpu = time.perf_counter(), _cpu_s()
   n = int(count())
   elapsed = time.perf_counter() - start
-  return {"clips_per_s": n / 8 / elapsed, "mean_jpeg_bytes": float(np.mean([len(f)
-                                                                           for f in frames]))}
+  return {"clips_per_s": n / 8 / elapsed, "cpu_ms_per_clip": 8000 * (_cpu_s() - cpu) / n,
+          "mean_jpeg_bytes": float(np.mean([len(f) for f in frames]))}
 
 
 def worker_python(args) -> dict:
@@ -133,14 +139,15 @@ def worker_python(args) -> dict:
 
   it = clips()
   batch = [next(it) for _ in range(8)]  # Warm-up batch.
-  start = time.perf_counter()
+  start, cpu = time.perf_counter(), _cpu_s()
   for _ in range(args.clips):
     batch.append(next(it))
     if len(batch) == 8:
       np.stack([b[0] for b in batch])
       batch = []
   elapsed = time.perf_counter() - start
-  return {"clips_per_s": args.clips / elapsed}
+  return {"clips_per_s": args.clips / elapsed,
+          "cpu_ms_per_clip": 1000 * (_cpu_s() - cpu) / args.clips}
 
 
 def worker_rss(args) -> dict:
@@ -203,21 +210,27 @@ def main() -> None:
     for name, mode, extra in runs:
       clips = args.clips if mode != "python" else max(args.clips // 4, 32)
       results.append((name, _run_worker(mode, data, clips, **extra)))
-      print(f"{name:50s} {results[-1][1]['clips_per_s']:8.1f} clips/s  peak RSS "
-            f"{results[-1][1]['peak_rss_mb']:7.0f} MB", flush=True)
+      r = results[-1][1]
+      print(f"{name:50s} {r['clips_per_s']:7.1f} clips/s {r['cpu_ms_per_clip']:6.2f} CPU-ms/clip "
+            f"peak RSS {r['peak_rss_mb']:5.0f} MB", flush=True)
     if not args.skip_rss:
       rss = _run_worker("rss", data, args.clips)
-      print(f"{'pipeline, sliding, 10k-clip shuffle buffer':50s} {rss['clips_per_s']:8.1f} "
-            f"clips/s  peak RSS {rss['peak_rss_mb']:7.0f} MB (first batch after "
-            f"{rss['first_batch_s']:.1f} s)")
+      print(f"{'pipeline, sliding, 10k-clip shuffle buffer':50s} {rss['clips_per_s']:7.1f} "
+            f"clips/s {rss['cpu_ms_per_clip']:6.2f} CPU-ms/clip peak RSS "
+            f"{rss['peak_rss_mb']:5.0f} MB (first batch after {rss['first_batch_s']:.1f} s)")
     table = dict(results)
     bound = table["decode-only bound (decode_jpeg x 8 per clip)"]
     python = table["Python iterator (per-episode loop, eager decode)"]["clips_per_s"]
     print(f"mean JPEG size {bound['mean_jpeg_bytes'] / 1024:.1f} KiB")
-    for name, result in results:
+    python_cpu = table["Python iterator (per-episode loop, eager decode)"]["cpu_ms_per_clip"]
+    print("relative to the references (wall clips/s; in brackets by CPU time per clip, which "
+          "other load on the machine disturbs less):")
+    for name, r in results:
       if name.startswith("pipeline"):
-        print(f"{name:50s} {100 * result['clips_per_s'] / bound['clips_per_s']:5.0f}% of the "
-              f"decode bound, {result['clips_per_s'] / python:4.1f}x the Python iterator")
+        print(f"  {name:50s} {100 * r['clips_per_s'] / bound['clips_per_s']:4.0f}% "
+              f"({100 * bound['cpu_ms_per_clip'] / r['cpu_ms_per_clip']:3.0f}%) of the decode "
+              f"bound, {r['clips_per_s'] / python:4.1f}x "
+              f"({python_cpu / r['cpu_ms_per_clip']:4.1f}x) the Python iterator")
 
 
 if __name__ == "__main__":

@@ -70,6 +70,26 @@ def test_hard_kill_then_resume_equals_uninterrupted_run(tmp_path, data_path):
     np.testing.assert_array_equal(a[k], b[k], err_msg=str(k))
 
 
+def test_sigterm_saves_and_exits_zero(tmp_path, data_path):
+  """TPU preemption sends SIGTERM: the trainer finishes the step, saves it and exits 0."""
+  workdir = tmp_path / "term"
+  proc = subprocess.Popen(_cmd(data_path, workdir, "--config.optim.total_steps=400",
+                               "--config.checkpoint.every=1000"),
+                          cwd=ROOT, env=_env(), text=True, stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL)
+  seen = []
+  for line in proc.stdout:
+    seen.append(line)
+    if line.startswith("step 3/"):
+      proc.send_signal(signal.SIGTERM)
+      break
+  seen += proc.stdout.readlines()
+  assert proc.wait(timeout=120) == 0
+  last = ckpt_lib.Checkpointer(str(workdir), 1000, 10, False).latest_step()
+  steps = [int(l.split()[1].split("/")[0]) for l in seen if l.startswith("step ")]
+  assert last is not None and last == steps[-1] and 3 <= last < 400, (last, seen[-3:])
+
+
 def test_non_finite_loss_stops_with_step_and_last_checkpoint(tmp_path, data_path):
   workdir = tmp_path / "nan"
   out = subprocess.run(_cmd(data_path, workdir, "--config.optim.lr=1e30",

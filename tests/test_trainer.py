@@ -17,19 +17,11 @@ def data_path(tmp_path_factory):
   return train_tiny.make_dataset(tmp_path_factory.mktemp("synthetic"))
 
 
-def _batch(cfg, seed=0):
-  rng = np.random.default_rng(seed)
-  b, t, s = cfg.batch_size, cfg.data.frames_per_clip, cfg.data.image_size
-  return {"video": rng.integers(0, 256, (b, t, s, s, 3), dtype=np.uint8),
-          "states": rng.normal(size=(b, t, 7)).astype(np.float32),
-          "actions": (0.05 * rng.normal(size=(b, t - 1, 7))).astype(np.float32)}
-
-
 def _run_steps(cfg, workdir, mesh, n=2):
   st = trainer.setup(cfg, str(workdir), mesh)
   state, losses = st.state, []
   for i in range(n):
-    batch = sharding.global_batch(_batch(cfg, i), mesh)
+    batch = sharding.global_batch(train_tiny.fixed_batch(cfg, i), mesh)
     state, m = st.step_fn(state, st.frozen, batch)
     losses.append(float(m["loss"]))
   params = {tuple(p): np.asarray(v.get_value()) for p, v in nnx.to_flat_state(state.trainable)}

@@ -44,3 +44,13 @@ def tiny_config(data_path: str, **overrides) -> ml_collections.ConfigDict:
       node = node[p]
     node[leaf] = v
   return c
+
+
+def fixed_batch(cfg: ml_collections.ConfigDict, seed: int = 0) -> dict:
+  """A deterministic global batch with the pipeline's dtypes and shapes."""
+  import numpy as np
+  rng = np.random.default_rng(seed)
+  b, t, s = cfg.batch_size, cfg.data.frames_per_clip, cfg.data.image_size
+  return {"video": rng.integers(0, 256, (b, t, s, s, 3), dtype=np.uint8),
+          "states": rng.normal(size=(b, t, 7)).astype(np.float32),
+          "actions": (0.05 * rng.normal(size=(b, t - 1, 7))).astype(np.float32)}

@@ -88,8 +88,11 @@ def _base_weights(cfg, workdir: str) -> str:
     from weights_conversion.convert import params_digest
     source = {"random_init_seed": cfg.init.seed, "params_sha256": params_digest(
         {k: (c, {p: np.asarray(v) for p, v in f.items()}) for k, (c, f) in converted.items()})}
+    # Orbax saves are collective (every process calls, the primary host writes).
+    for kind, (_, flat) in converted.items():
+      pretrained.save_item(base, kind, flat)
     if jax.process_index() == 0:
-      pretrained.save_converted(base, converted, source)
+      pretrained.write_architecture(base, {k: c for k, (c, _) in converted.items()}, source)
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils
       multihost_utils.sync_global_devices("vjepa_jax_base_weights_written")
@@ -232,8 +235,11 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
           print(f"step {done}/{total} loss {last['loss']:.4f} (tf {last['jloss']:.4f} "
                 f"ar {last['sloss']:.4f}) lr {last['lr']:.2e} {last['clips_per_s']:.1f} clips/s "
                 f"{step_time * 1e3:.0f} ms/step eta {eta / 60:.1f} min{mfu}", flush=True)
-      ckpt.save(done, state, meta_for(done), force=bool(stop["signal"]) or done == total)
-      if stop["signal"]:
+      # Read the flag once: a signal landing between the save and the check must not skip the
+      # forced save.
+      stopping = stop["signal"] is not None
+      ckpt.save(done, state, meta_for(done), force=stopping or done == total)
+      if stopping:
         logging.warning("received signal %s: saved step %d, exiting", stop["signal"], done)
         break
   finally:

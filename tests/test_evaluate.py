@@ -1,0 +1,148 @@
+"""Offline evaluation: metrics on inputs whose answer is known, outputs, and the CLI.
+
+- The axis calibration recovers a known rotation (and its residual equals the injected noise).
+- The energy-argmin search returns exactly the grid action that produced the goal latent.
+- Teacher-forcing and rollout errors equal direct computations, and the horizon-1 rollout error
+  equals the teacher-forcing error of the first transition.
+- The report, TensorBoard scalars and figures are written; the CLI runs on a DROID-format
+  fixture with a converted checkpoint.
+"""
+import json
+import pathlib
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import vjepa2_tiny as fx
+from vjepa_jax import evaluate
+from vjepa_jax.models import layers
+from vjepa_jax.planning import __main__ as planning_cli
+from vjepa_jax.planning import poses
+from vjepa_jax.planning import rollout
+
+DROID_DIR = pathlib.Path(__file__).parent / "fixtures" / "droid_tiny" / "droid" / "1.0.0"
+
+
+@pytest.fixture(scope="module")
+def models():
+  return planning_cli.random_tiny_models(seed=0, img_size=32)
+
+
+def _batch(b=2, t=3, size=32, seed=0):
+  rng = np.random.default_rng(seed)
+  states = np.cumsum(rng.normal(size=(b, t, 7)) * 0.03, axis=1).astype(np.float32)
+  states[..., 3] += 3.0
+  states[..., 6] = 0.5
+  return {"video": rng.integers(0, 256, (b, t, size, size, 3), dtype=np.uint8),
+          "states": states, "actions": np.asarray(poses.poses_to_diffs(states))}
+
+
+def test_calibration_recovers_a_known_rotation():
+  rng = np.random.default_rng(0)
+  rot = np.asarray(poses.euler_xyz_to_matrix(jnp.array([0.3, -0.5, 1.2])), np.float64)
+  inferred = rng.normal(size=(40, 3)) * 0.05
+  noise = rng.normal(size=(40, 3)) * 1e-4
+  true = inferred @ rot.T + noise
+  cal = evaluate.calibrate_axes(inferred, true)
+  np.testing.assert_allclose(cal["rotation"], rot, atol=2e-3)
+  angle = np.degrees(np.arccos((np.trace(rot) - 1) / 2))
+  assert cal["angle_deg"] == pytest.approx(angle, abs=0.2)
+  expected_cm = np.sqrt(np.mean(np.sum(noise ** 2, -1))) * 100
+  assert cal["residual_cm"] <= expected_cm * 1.01
+  assert cal["residual_cm_uncalibrated"] > 100 * cal["residual_cm"]
+  with pytest.raises(ValueError, match="at least 2"):
+    evaluate.calibrate_axes(inferred[:1], true[:1])
+
+
+def test_grid_search_returns_the_action_that_produced_the_goal(models):
+  """Goal = the model's own prediction under a grid action: the argmin is that action."""
+  predictor = models[1]
+  graphdef, params = nnx.split(predictor)
+  grid = evaluate.xyz_grid(5, 0.075)
+  rng = np.random.default_rng(1)
+  hw, d = predictor.tokens_per_frame, predictor.cfg.embed_dim
+  context = layers.layer_norm_no_affine(jnp.asarray(rng.normal(size=(2, hw, d)), jnp.float32))
+  pose = jnp.asarray(rng.normal(size=(2, 7)) * 0.1, jnp.float32)
+  picks = [17, 101]
+  goals = []
+  for j, p in enumerate(picks):
+    ctx = rollout.prepare_context(predictor, context[j:j + 1], pose[j][None, None])
+    goals.append(rollout.rollout(predictor, ctx, jnp.asarray(grid[p])[None, None], pose[j],
+                                 poses.integrate_pose)[0])
+  found, energy = evaluate._grid_search(graphdef, params, context, pose, jnp.stack(goals),
+                                        jnp.asarray(grid), 25)
+  np.testing.assert_allclose(found, grid[picks], atol=0)
+  np.testing.assert_allclose(energy, 0.0, atol=1e-5)
+
+
+def test_prediction_errors_match_direct_computation(models):
+  encoder, predictor = models
+  batch = _batch()
+  enc_def, enc_params = nnx.split(encoder)
+  pred_def, pred_params = nnx.split(predictor)
+  z = evaluate._encode(enc_def, enc_params, 32, jnp.asarray(batch["video"]))
+  actions, states = jnp.asarray(batch["actions"]), jnp.asarray(batch["states"])
+  tf, ro = evaluate._prediction_errors(pred_def, pred_params, z, actions, states, 2)
+  b, t, hw, d = z.shape
+  pred = layers.layer_norm_no_affine(
+      predictor(z[:, :-1].reshape(b, -1, d), actions, states[:, :-1])).reshape(b, t - 1, hw, d)
+  err = np.abs(np.asarray(pred) - np.asarray(z[:, 1:])).mean(axis=(2, 3))
+  np.testing.assert_allclose(tf, err.mean(1), atol=1e-6)
+  np.testing.assert_allclose(ro[:, 0], err[:, 0], atol=1e-5)
+  z1 = layers.layer_norm_no_affine(predictor(z[:, 0], actions[:, :1], states[:, :1]))
+  z2 = layers.layer_norm_no_affine(predictor(jnp.concatenate([z[:, 0], z1], 1), actions,
+                                             states[:, :2])[:, hw:])
+  np.testing.assert_allclose(ro[:, 1], np.abs(z2 - z[:, 2]).mean(axis=(1, 2)), atol=1e-5)
+
+
+def test_run_and_outputs(models, tmp_path):
+  """`run` yields every documented metric (finite); `write_outputs` writes all artefacts."""
+  encoder, predictor = models
+  cfg = evaluate.default_config()
+  cfg.update(dict(grid_points=3, landscape_points=4, max_pairs_per_batch=3, landscapes=1))
+  batches = [_batch(seed=0), _batch(seed=1)]
+  results = evaluate.compute(encoder, predictor, batches, cfg)
+  s = results.scalars
+  for name in ("teacher_forcing_l1", "rollout_l1/h1", "rollout_l1/h2", "action_abs_err/x",
+               "action_cosine", "calibration/residual_cm", "calibration/angle_deg"):
+    assert np.isfinite(s[f"eval/{name}"]), name
+  assert "eval/rollout_l1/h3" not in s  # capped at T-1 = 2
+  assert s["eval/num_clips"] == 4 and s["eval/num_pairs"] == 6
+  assert results.landscapes[0]["energy"].shape == (4, 4)
+  assert evaluate.run(encoder, predictor, batches[:1], cfg)["eval/num_clips"] == 2
+  evaluate.write_outputs(results, str(tmp_path), step=7)
+  report = json.loads((tmp_path / "report.json").read_text())
+  assert report["step"] == 7 and report["scalars"] == pytest.approx(s)
+  assert (tmp_path / "rollout_l1.png").stat().st_size > 0
+  assert (tmp_path / "energy_landscape_0.png").stat().st_size > 0
+  assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_bad_batches_are_errors(models):
+  bad = _batch()
+  bad["actions"] = bad["actions"][:, :1]
+  with pytest.raises(ValueError, match="actions"):
+    evaluate.run(*models, [bad])
+  with pytest.raises(ValueError, match="empty"):
+    evaluate.run(*models, [])
+
+
+def test_cli_on_droid_fixture(tmp_path):
+  """Converted tiny official checkpoint + DROID-format fixture -> report and figures."""
+  from weights_conversion import convert
+  conv = tmp_path / "converted"
+  assert convert.main(["--checkpoint", str(fx.CHECKPOINT), "--output", str(conv),
+                       "--img-size", str(fx.load_kwargs()["img_size"]),
+                       "--encoder-num-heads", str(fx.load_kwargs()["encoder_num_heads"]),
+                       "--predictor-num-heads",
+                       str(fx.load_kwargs()["predictor_num_heads"])]) == 0
+  out = tmp_path / "eval"
+  assert evaluate.main(["--data", str(DROID_DIR), "--converted", str(conv), "--out", str(out),
+                        "--split", "all", "--frames", "3", "--batch-size", "2",
+                        "--max-batches", "1", "--grid-points", "3", "--max-pairs", "2"]) == 0
+  report = json.loads((out / "report.json").read_text())
+  assert report["scalars"]["eval/num_clips"] == 2
+  assert np.isfinite(report["scalars"]["eval/teacher_forcing_l1"])
+  assert (out / "energy_landscape_0.png").exists()

@@ -1,0 +1,476 @@
+"""Offline evaluation of a V-JEPA 2-AC world model on held-out clips: no robot needed.
+
+  python -m vjepa_jax.evaluate --data gs://.../droid/1.0.1 --converted converted/vitg-ac --out eval/
+  python -m vjepa_jax.evaluate --data DIR --workdir runs/finetune --out eval/
+
+Metrics (all on layer-normed per-frame encoder latents, as the model is trained and used):
+
+- `teacher_forcing_l1`: mean |prediction of frame t+1 - latent of frame t+1| with the true
+  frames, actions and states as context (the training's teacher-forcing loss).
+- `rollout_l1/h{k}`: the same after k autoregressive steps from frame 0, feeding predictions back
+  in (true actions and states), k = 1..K; `rollout_l1/h1` equals the teacher-forcing error of the
+  first transition.
+- Energy-argmin action inference: for adjacent frame pairs (t, t+1), the action minimising the
+  planning energy `mean |LN(pred(z_t, a, s_t)) - z_{t+1}|` (xyz grid search with rotation and
+  gripper deltas 0 as the official energy-landscape notebook, or CEM), compared with the true
+  action: per-axis absolute error `action_abs_err/{x,y,z}` (m), direction cosine
+  `action_cosine`, and their fraction above 0 `action_cosine_positive`.
+- Camera-axis calibration: the rotation R minimising sum |R a_inferred - a_true|^2 (orthogonal
+  Procrustes via SVD; the paper fits it because the model only sees the scene through a camera of
+  unknown placement), its angle `calibration/angle_deg` and the residual
+  `calibration/residual_cm` (RMS over pairs, cm), next to the uncalibrated residual.
+
+Outputs of `write_outputs`: `report.json`, TensorBoard scalars (`tensorboard/`), and PNG figures
+(`rollout_l1.png`, `energy_landscape_{i}.png`: energy over an xy grid around the true action).
+
+Periodic evaluation during training calls
+`evaluate.run(encoder, predictor, batches, cfg) -> dict[str, float]`: `batches` is an iterable of
+dicts with `video` uint8 `[B, T, S, S, 3]`, `states` `[B, T, 7]`, `actions` `[B, T-1, 7]` (what
+`vjepa_jax.data.droid.batch_iterator` yields on the held-out split); the result maps metric names
+prefixed `eval/` to floats, ready for a metric writer. Compiled functions are cached per model
+structure, so repeated calls during training do not recompile.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import pathlib
+import sys
+from typing import Any, Iterable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from vjepa_jax.models import layers
+from vjepa_jax.planning import cem
+from vjepa_jax.planning import planner as planner_lib
+from vjepa_jax.planning import rollout
+
+AXES = ("x", "y", "z")
+SEARCHES = ("grid", "cem")
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """Evaluation config.
+
+  Fields:
+    max_batches: batches to evaluate (0 = all the iterable yields).
+    rollout_horizon: K, the longest autoregressive rollout scored (capped at T-1).
+    search: "grid" (official energy-landscape notebook: an xyz grid, rotation and gripper 0) or
+      "cem" (the planner, horizon 1).
+    grid_points, grid_extent: points per axis and half-width (m) of the xyz search grid.
+    max_pairs_per_batch: adjacent frame pairs per batch used for action inference (0 = all).
+    landscapes: number of energy-landscape figures (first pairs evaluated).
+    landscape_points, landscape_extent: xy grid of the figures, centred on the true action.
+    sample_chunk: candidate actions rolled out at once (0 = all).
+    cem: planner config for `search="cem"` (its horizon is forced to 1).
+    seed: PRNG seed of the CEM search.
+  """
+  c = ml_collections.ConfigDict()
+  c.max_batches = 0
+  c.rollout_horizon = 3
+  c.search = "grid"
+  c.grid_points = 9
+  c.grid_extent = 0.075
+  c.max_pairs_per_batch = 8
+  c.landscapes = 2
+  c.landscape_points = 15
+  c.landscape_extent = 0.05
+  c.sample_chunk = 0
+  c.cem = cem.default_config()
+  c.cem.samples = 200
+  c.cem.iterations = 5
+  c.seed = 0
+  return c
+
+
+def _module(model: Any) -> nnx.Module:
+  return getattr(model, "module", model)
+
+
+# -- Compiled pieces (graph definitions are static, so each model structure compiles once) ----
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def _encode(graphdef, params, size: int, video: jnp.ndarray) -> jnp.ndarray:
+  """uint8 `[B, T, S, S, 3]` -> layer-normed latents `[B, T, h*w, D]`."""
+  z = planner_lib.encode_latents(nnx.merge(graphdef, params), video, size)
+  return z.reshape(video.shape[:2] + (-1, z.shape[-1]))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 5))
+def _prediction_errors(graphdef, params, z, actions, states, horizon: int):
+  """Teacher-forcing L1 `[B]` and rollout L1 `[B, horizon]`."""
+  model = nnx.merge(graphdef, params)
+  b, t, hw, d = z.shape
+  pred = model(z[:, :-1].reshape(b, -1, d), actions, states[:, :-1])
+  pred = layers.layer_norm_no_affine(pred).reshape(b, t - 1, hw, d)
+  tf = jnp.mean(jnp.abs(pred - z[:, 1:]), axis=(1, 2, 3))
+  past = [[] for _ in model.predictor_blocks]
+  frame, errors = z[:, 0], []
+  for h in range(horizon):
+    out, kv = rollout.predict_step(model, past, frame, actions[:, h], states[:, h], h)
+    past = [p + [seg] for p, seg in zip(past, kv)]
+    frame = layers.layer_norm_no_affine(out)
+    errors.append(jnp.mean(jnp.abs(frame - z[:, h + 1]), axis=(1, 2)))
+  return tf, jnp.stack(errors, axis=1)
+
+
+def _pair_energies(model, context, pose, goal, candidates, chunk: int):
+  """Energies `[C]` of candidate actions `[C, 7]` from one frame pair."""
+  ctx = rollout.prepare_context(model, context[None], pose[None, None])
+  cfg = ml_collections.ConfigDict({"sample_chunk": chunk, "reuse_context": True})
+  return cem.rollout_energy(model, ctx, candidates[:, None], pose, goal, cfg)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 6))
+def _grid_search(graphdef, params, context, pose, goal, candidates, chunk: int):
+  """Per pair (`context`, `goal` `[N, h*w, D]`, `pose` `[N, 7]`): the lowest-energy candidate
+  `[N, 7]` and its energy `[N]`."""
+  model = nnx.merge(graphdef, params)
+
+  def one(args):
+    e = _pair_energies(model, *args, candidates, chunk)
+    i = jnp.argmin(e)
+    return candidates[i], e[i]
+
+  return jax.lax.map(one, (context, pose, goal))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 6))
+def _cem_search(graphdef, params, context, pose, goal, keys, cfg_json: str):
+  model = nnx.merge(graphdef, params)
+  cfg = ml_collections.ConfigDict(json.loads(cfg_json))
+
+  def one(args):
+    c, p, g, k = args
+    ctx = rollout.prepare_context(model, c[None], p[None, None])
+    energy_fn = lambda a: cem.rollout_energy(model, ctx, a, p, g, cfg)  # noqa: E731
+    res = cem.cem_search(energy_fn, k, cfg)
+    return res.actions[0], res.energies[-1]
+
+  return jax.lax.map(one, (context, pose, goal, keys))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 6))
+def _landscape(graphdef, params, context, pose, goal, candidates, chunk: int):
+  """Energies `[N, C]` of per-pair candidates `[N, C, 7]`."""
+  model = nnx.merge(graphdef, params)
+  return jax.lax.map(lambda a: _pair_energies(model, *a[:3], a[3], chunk),
+                     (context, pose, goal, candidates))
+
+
+# -- Pure metric functions -------------------------------------------------------------------
+
+
+def xyz_grid(points: int, extent: float) -> np.ndarray:
+  """Candidate actions `[points^3, 7]`: an xyz grid in [-extent, extent], other deltas 0."""
+  axis = np.linspace(-extent, extent, points, dtype=np.float32)
+  xyz = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
+  return np.concatenate([xyz, np.zeros((xyz.shape[0], 4), np.float32)], axis=1)
+
+
+def landscape_grid(true_action: np.ndarray, points: int, extent: float
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """xy grid around a true action: (xs [L], ys [L], candidates [L*L, 7], y-major)."""
+  xs = true_action[0] + np.linspace(-extent, extent, points, dtype=np.float32)
+  ys = true_action[1] + np.linspace(-extent, extent, points, dtype=np.float32)
+  cand = np.tile(true_action.astype(np.float32), (points * points, 1))
+  yy, xx = np.meshgrid(ys, xs, indexing="ij")
+  cand[:, 0], cand[:, 1] = xx.reshape(-1), yy.reshape(-1)
+  return xs, ys, cand
+
+
+def direction_cosine(inferred: np.ndarray, true: np.ndarray) -> np.ndarray:
+  """Cosine `[N]` between xyz vectors `[N, 3]` (0 where either is zero)."""
+  num = np.sum(inferred * true, axis=-1)
+  den = np.linalg.norm(inferred, axis=-1) * np.linalg.norm(true, axis=-1)
+  return np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
+
+
+def calibrate_axes(inferred: np.ndarray, true: np.ndarray) -> dict[str, Any]:
+  """Least-squares rotation from inferred to true xyz displacements (orthogonal Procrustes).
+
+  Args:
+    inferred, true: `[N, 3]` displacements (m).
+
+  Returns:
+    `rotation` `[3, 3]` (R with R @ inferred_i ~ true_i, det +1), `angle_deg` (its rotation
+    angle), `residual_cm` (RMS |R inferred - true| in cm) and `residual_cm_uncalibrated`
+    (RMS |inferred - true|).
+  """
+  inferred, true = np.asarray(inferred, np.float64), np.asarray(true, np.float64)
+  if inferred.shape != true.shape or inferred.ndim != 2 or inferred.shape[1] != 3:
+    raise ValueError(f"need two [N, 3] arrays, got {inferred.shape} and {true.shape}")
+  if inferred.shape[0] < 2:
+    raise ValueError("calibration needs at least 2 displacement pairs")
+  u, _, vt = np.linalg.svd(inferred.T @ true)
+  fix = np.diag([1.0, 1.0, np.sign(np.linalg.det(vt.T @ u.T))])
+  rot = vt.T @ fix @ u.T
+  rms = lambda d: float(np.sqrt(np.mean(np.sum(d * d, axis=-1))) * 100.0)  # noqa: E731
+  angle = np.degrees(np.arccos(np.clip((np.trace(rot) - 1.0) / 2.0, -1.0, 1.0)))
+  return {"rotation": rot, "angle_deg": float(angle),
+          "residual_cm": rms(inferred @ rot.T - true),
+          "residual_cm_uncalibrated": rms(inferred - true)}
+
+
+@dataclasses.dataclass
+class Results:
+  """Everything one evaluation produced.
+
+  Attributes:
+    scalars: metric name (prefixed `eval/`) -> float.
+    rollout_l1: `[K]` mean rollout error per horizon.
+    inferred, true: `[N, 7]` energy-argmin and true actions of the evaluated pairs.
+    calibration: output of `calibrate_axes` (None with fewer than 2 pairs).
+    landscapes: list of dicts with `xs`, `ys`, `energy` `[L, L]` and `true` `[7]`.
+  """
+  scalars: dict[str, float]
+  rollout_l1: np.ndarray
+  inferred: np.ndarray
+  true: np.ndarray
+  calibration: dict[str, Any] | None
+  landscapes: list[dict[str, np.ndarray]]
+
+
+def _check_batch(batch: Mapping[str, np.ndarray]) -> tuple[int, int]:
+  for key in ("video", "states", "actions"):
+    if key not in batch:
+      raise ValueError(f"evaluation batches need 'video', 'states' and 'actions'; missing {key!r}")
+  video, states, actions = (np.asarray(batch[k]) for k in ("video", "states", "actions"))
+  if video.ndim != 5 or video.shape[-1] != 3 or video.dtype != np.uint8:
+    raise ValueError(f"video must be uint8 [B, T, S, S, 3], got {video.dtype} {video.shape}")
+  b, t = video.shape[:2]
+  if t < 2:
+    raise ValueError(f"clips need at least 2 frames, got T={t}")
+  if states.shape != (b, t, 7) or actions.shape != (b, t - 1, 7):
+    raise ValueError(f"states must be [{b}, {t}, 7] and actions [{b}, {t - 1}, 7]; got "
+                     f"{states.shape} and {actions.shape}")
+  return b, t
+
+
+def compute(encoder: Any, predictor: Any, batches: Iterable[Mapping[str, np.ndarray]],
+            cfg: ml_collections.ConfigDict | None = None) -> Results:
+  """Runs every metric over `batches` (see the module docstring)."""
+  cfg = default_config() if cfg is None else cfg
+  if cfg.search not in SEARCHES:
+    raise ValueError(f"search must be one of {SEARCHES}, got {cfg.search!r}")
+  encoder, predictor = _module(encoder), _module(predictor)
+  enc_def, enc_params = nnx.split(encoder)
+  pred_def, pred_params = nnx.split(predictor)
+  size = predictor.cfg.img_size
+  grid = jnp.asarray(xyz_grid(cfg.grid_points, cfg.grid_extent))
+  cem_cfg = cfg.cem.copy_and_resolve_references()
+  cem_cfg.horizon = 1
+  cem.validate(cem_cfg)
+  key = jax.random.key(cfg.seed)
+  tf_all, ro_all, inferred, true, landscapes = [], [], [], [], []
+  for i, batch in enumerate(batches):
+    if cfg.max_batches and i >= cfg.max_batches:
+      break
+    b, t = _check_batch(batch)
+    horizon = min(cfg.rollout_horizon, t - 1)
+    states = jnp.asarray(batch["states"], jnp.float32)
+    actions = jnp.asarray(batch["actions"], jnp.float32)
+    z = _encode(enc_def, enc_params, size, jnp.asarray(batch["video"]))
+    tf, ro = _prediction_errors(pred_def, pred_params, z, actions, states, horizon)
+    tf_all.append(np.asarray(tf))
+    ro_all.append(np.asarray(ro))
+    pairs = [(bi, ti) for bi in range(b) for ti in range(t - 1)]
+    if cfg.max_pairs_per_batch:
+      pairs = pairs[:cfg.max_pairs_per_batch]
+    bi, ti = (jnp.asarray(x) for x in zip(*pairs))
+    context, goal, pose = z[bi, ti], z[bi, ti + 1], states[bi, ti]
+    if cfg.search == "grid":
+      found, _ = _grid_search(pred_def, pred_params, context, pose, goal, grid, cfg.sample_chunk)
+    else:
+      keys = jax.random.split(jax.random.fold_in(key, i), len(pairs))
+      found, _ = _cem_search(pred_def, pred_params, context, pose, goal, keys,
+                             cem_cfg.to_json())
+    inferred.append(np.asarray(found))
+    true.append(np.asarray(actions[bi, ti]))
+    want = cfg.landscapes - len(landscapes)
+    if want > 0:
+      n = min(want, len(pairs))
+      grids = [landscape_grid(np.asarray(actions[bi[j], ti[j]]), cfg.landscape_points,
+                              cfg.landscape_extent) for j in range(n)]
+      energy = _landscape(pred_def, pred_params, context[:n], pose[:n], goal[:n],
+                          jnp.asarray(np.stack([g[2] for g in grids])), cfg.sample_chunk)
+      for j, (xs, ys, _) in enumerate(grids):
+        landscapes.append({"xs": xs, "ys": ys, "true": np.asarray(actions[bi[j], ti[j]]),
+                           "energy": np.asarray(energy[j]).reshape(len(ys), len(xs))})
+  if not tf_all:
+    raise ValueError("no evaluation batches: the iterable was empty")
+  return _summarise(tf_all, ro_all, np.concatenate(inferred), np.concatenate(true), landscapes)
+
+
+def _summarise(tf_all, ro_all, inferred, true, landscapes) -> Results:
+  k = min(r.shape[1] for r in ro_all)
+  rollout_l1 = np.concatenate([r[:, :k] for r in ro_all]).mean(0)
+  scalars = {"eval/teacher_forcing_l1": float(np.concatenate(tf_all).mean()),
+             "eval/num_clips": float(sum(len(x) for x in tf_all)),
+             "eval/num_pairs": float(len(true))}
+  for h, v in enumerate(rollout_l1):
+    scalars[f"eval/rollout_l1/h{h + 1}"] = float(v)
+  err = np.abs(inferred[:, :3] - true[:, :3]).mean(0)
+  for name, v in zip(AXES, err):
+    scalars[f"eval/action_abs_err/{name}"] = float(v)
+  cos = direction_cosine(inferred[:, :3], true[:, :3])
+  scalars["eval/action_cosine"] = float(cos.mean())
+  scalars["eval/action_cosine_positive"] = float((cos > 0).mean())
+  calibration = None
+  if len(true) >= 2:
+    calibration = calibrate_axes(inferred[:, :3], true[:, :3])
+    scalars["eval/calibration/angle_deg"] = calibration["angle_deg"]
+    scalars["eval/calibration/residual_cm"] = calibration["residual_cm"]
+    scalars["eval/calibration/residual_cm_uncalibrated"] = (
+        calibration["residual_cm_uncalibrated"])
+  return Results(scalars, rollout_l1, inferred, true, calibration, landscapes)
+
+
+def run(encoder: Any, predictor: Any, batches: Iterable[Mapping[str, np.ndarray]],
+        cfg: ml_collections.ConfigDict | None = None) -> dict[str, float]:
+  """Scalar metrics `{"eval/...": float}` of `compute` (the entry point for periodic eval)."""
+  return compute(encoder, predictor, batches, cfg).scalars
+
+
+def plot_rollout(path: str, rollout_l1: np.ndarray) -> None:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(4.5, 3.2))
+  h = np.arange(1, len(rollout_l1) + 1)
+  ax.plot(h, rollout_l1, marker="o")
+  ax.set_xlabel("rollout horizon (steps)")
+  ax.set_ylabel("L1 to true latent")
+  ax.set_xticks(h)
+  ax.set_title("World-model rollout error")
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def plot_landscape(path: str, landscape: Mapping[str, np.ndarray]) -> None:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  xs, ys, e, true = (landscape[k] for k in ("xs", "ys", "energy", "true"))
+  fig, ax = plt.subplots(figsize=(4.8, 4.0))
+  im = ax.imshow(e, origin="lower", cmap="viridis", aspect="auto",
+                 extent=[xs[0], xs[-1], ys[0], ys[-1]])
+  fig.colorbar(im, ax=ax, label="energy")
+  ax.plot(true[0], true[1], "r+", markersize=12, label="true action")
+  j, i = np.unravel_index(np.argmin(e), e.shape)
+  ax.plot(xs[i], ys[j], "wx", markersize=9, label="energy minimum")
+  ax.set_xlabel("action dx (m)")
+  ax.set_ylabel("action dy (m)")
+  ax.legend(loc="upper right", fontsize=7)
+  ax.set_title("Energy landscape (dz, rotation, gripper = true)")
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def write_tensorboard(logdir: str, scalars: Mapping[str, float], step: int) -> None:
+  import tensorflow as tf
+  writer = tf.summary.create_file_writer(logdir)
+  with writer.as_default():
+    for name, value in scalars.items():
+      tf.summary.scalar(name, value, step=step)
+  writer.flush()
+  writer.close()
+
+
+def write_outputs(results: Results, out_dir: str, step: int = 0,
+                  extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+  """Writes `report.json`, TensorBoard scalars and PNG figures; returns the report dict."""
+  out = pathlib.Path(out_dir)
+  out.mkdir(parents=True, exist_ok=True)
+  report = {"step": step, "scalars": results.scalars,
+            "rollout_l1": results.rollout_l1.tolist(),
+            "pairs": {"inferred": results.inferred.tolist(), "true": results.true.tolist()}}
+  if results.calibration is not None:
+    report["calibration"] = {k: (v.tolist() if isinstance(v, np.ndarray) else v)
+                             for k, v in results.calibration.items()}
+  report.update(dict(extra or {}))
+  (out / "report.json").write_text(json.dumps(report, indent=2))
+  write_tensorboard(str(out / "tensorboard"), results.scalars, step)
+  plot_rollout(str(out / "rollout_l1.png"), results.rollout_l1)
+  for i, land in enumerate(results.landscapes):
+    plot_landscape(str(out / f"energy_landscape_{i}.png"), land)
+  return report
+
+
+# -- Command line ----------------------------------------------------------------------------
+
+
+def _load_models(args: argparse.Namespace):
+  if bool(args.converted) == bool(args.workdir):
+    raise ValueError("give exactly one of --converted (converted checkpoint directory) or "
+                     "--workdir (training run)")
+  if args.workdir:
+    from vjepa_jax.train import checkpoint
+    return checkpoint.load_models(args.workdir, merge=True)
+  from vjepa_jax.models import pretrained
+  models = pretrained.load_converted(args.converted)
+  if "predictor" not in models:
+    raise ValueError(f"{args.converted} has no AC predictor to evaluate")
+  return models["encoder"], models["predictor"]
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+  p = argparse.ArgumentParser(prog="python -m vjepa_jax.evaluate", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--data", required=True, help="DROID TFDS version directory")
+  p.add_argument("--converted", help="converted vjepa-jax checkpoint directory")
+  p.add_argument("--workdir", help="vjepa-jax training run (latest checkpoint)")
+  p.add_argument("--out", required=True, help="output directory")
+  p.add_argument("--split", default="val", choices=("val", "train", "all"),
+                 help="held-out split by a stable hash of the episode file path")
+  p.add_argument("--val-fraction", type=float, default=None)
+  p.add_argument("--camera", default=None)
+  p.add_argument("--frames", type=int, default=4, help="frames per clip (T)")
+  p.add_argument("--batch-size", type=int, default=4)
+  p.add_argument("--max-batches", type=int, default=8)
+  p.add_argument("--horizon", type=int, default=3, help="longest rollout K")
+  p.add_argument("--search", choices=SEARCHES, default="grid")
+  p.add_argument("--grid-points", type=int, default=9)
+  p.add_argument("--max-pairs", type=int, default=8, help="frame pairs per batch")
+  p.add_argument("--step", type=int, default=0, help="step recorded in TensorBoard")
+  return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  args = parse_args(argv)
+  from vjepa_jax.data import droid
+  encoder, predictor = _load_models(args)
+  data = droid.default_config()
+  data.update(dict(path=args.data, split=args.split, frames_per_clip=args.frames,
+                   image_size=_module(predictor).cfg.img_size, shuffle=False,
+                   deterministic=True, num_epochs=1))
+  if args.val_fraction is not None:
+    data.val_fraction = args.val_fraction
+  if args.camera:
+    data.camera = args.camera
+  cfg = default_config()
+  cfg.update(dict(max_batches=args.max_batches, rollout_horizon=args.horizon,
+                  search=args.search, grid_points=args.grid_points,
+                  max_pairs_per_batch=args.max_pairs))
+  batches = droid.batch_iterator(droid.make_clip_dataset(data), args.batch_size)
+  results = compute(encoder, predictor, batches, cfg)
+  write_outputs(results, args.out, args.step,
+                extra={"data": args.data, "split": args.split,
+                       "weights": args.converted or args.workdir, "config": cfg.to_dict()})
+  for name, value in results.scalars.items():
+    print(f"{name:45s} {value:.6g}")
+  print(f"wrote {args.out}/report.json, tensorboard/, *.png")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
