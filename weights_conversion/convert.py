@@ -2,9 +2,11 @@
 
   python -m weights_conversion.convert --checkpoint vjepa2-ac-vitg.pt --output DIR
 
-DIR (local or gs://) receives one orbax item per model (`encoder`, `predictor`) and
+DIR (local or gs://) receives one folder of orbax items per model (`encoder`, `predictor`) and
 `architecture.json` with the inferred architecture, the source file and a sha256 of the converted
 parameters (training checkpoints record it and refuse to resume on different base weights).
+`architecture.json` is written last and removed first, so it exists only after a complete
+conversion.
 """
 from __future__ import annotations
 
@@ -22,18 +24,27 @@ from weights_conversion import official
 from weights_conversion import torch_io
 
 
-def _update_digest(h, kind: str, flat) -> None:
-  for path in sorted(flat, key=lambda p: tuple(map(str, p))):
-    h.update(".".join(map(str, (kind,) + path)).encode())
-    h.update(np.ascontiguousarray(flat[path]).tobytes())
+def _hash_tensor(h, kind: str, path: tuple, value) -> None:
+  h.update(".".join(map(str, (kind,) + path)).encode())
+  h.update(np.ascontiguousarray(value).tobytes())
 
 
 def params_digest(converted) -> str:
   """sha256 over every converted tensor, models and paths in sorted order."""
   h = hashlib.sha256()
   for kind in sorted(converted):
-    _update_digest(h, kind, converted[kind][1])
+    flat = converted[kind][1]
+    for path in sorted(flat, key=mapping.path_key):
+      _hash_tensor(h, kind, path, flat[path])
   return h.hexdigest()
+
+
+def _hashed(h, kind: str, pairs):
+  """Passes `(path, array)` pairs through, adding each to the digest (pairs come in digest
+  order, so the result equals `params_digest` of the whole conversion)."""
+  for path, value in pairs:
+    _hash_tensor(h, kind, path, value)
+    yield path, value
 
 
 def parse_args(argv):
@@ -66,16 +77,19 @@ def main(argv=None) -> int:
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  # Every name and shape is checked above; now one model at a time is converted, hashed, written
-  # and released, so peak memory is about one model's converted tensors.
+  # Every name and shape is checked above. Now each tensor is converted, hashed and handed to
+  # the writer, which holds one part (`pretrained.PART_BYTES`) at a time; the tensor's pages of
+  # the memory-mapped source are dropped as soon as it is converted.
+  arch_file = pretrained.epath.Path(args.output) / pretrained.ARCH_FILE
+  if arch_file.exists():
+    arch_file.unlink()
+  release = torch_io.page_releaser(args.checkpoint)
   h = hashlib.sha256()
   for job in sorted(jobs, key=lambda j: j.kind):
-    flat = mapping.materialize(job.state_dict, job.plan)
-    _update_digest(h, job.kind, flat)
-    pretrained.save_item(args.output, job.kind, flat)
-    n = sum(int(np.prod(v.shape)) for v in flat.values())
+    pairs = mapping.iter_materialize(job.state_dict, job.plan, release)
+    pretrained.save_item(args.output, job.kind, _hashed(h, job.kind, pairs))
+    n = sum(int(np.prod(shape)) for shape in pretrained.param_shapes(job.kind, job.config).values())
     print(f"{job.kind}: {n:,} parameters, {job.config}")
-    del flat
   source = {"checkpoint": os.path.abspath(args.checkpoint),
             "checkpoint_bytes": os.path.getsize(args.checkpoint),
             "encoder_key": encoder_key, "num_frames": args.num_frames,

@@ -8,7 +8,7 @@ a `ConversionError` listing missing, unexpected and mis-shaped keys.
 from __future__ import annotations
 
 import re
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -213,6 +213,28 @@ def materialize(sd: Mapping, planned: Mapping[str, tuple[tuple, Callable]],
   """Converts the planned tensors one at a time (`sd` may be lazily memory-mapped)."""
   return {path: fn(_to_numpy(sd[name])).astype(dtype, copy=False)
           for name, (path, fn) in planned.items()}
+
+
+def path_key(path: tuple) -> tuple[str, ...]:
+  """Sort key of a parameter path (the order the parameter digest uses)."""
+  return tuple(map(str, path))
+
+
+def iter_materialize(sd: Mapping, planned: Mapping[str, tuple[tuple, Callable]],
+                     release: Callable[[object], None], dtype=np.float32
+                     ) -> Iterator[tuple[tuple, np.ndarray]]:
+  """Yields `(path, array)` one converted tensor at a time, in `path_key` order.
+
+  Each array owns its memory (never a view of the source), and `release(source tensor)` is called
+  once it is made, so the caller holds only what it keeps of the yielded arrays.
+  """
+  for name, (path, fn) in sorted(planned.items(), key=lambda item: path_key(item[1][0])):
+    src = sd[name]
+    out = fn(_to_numpy(src)).astype(dtype, copy=False)
+    if out.base is not None:
+      out = out.copy()
+    release(src)
+    yield path, out
 
 
 def convert(sd: Mapping, expected: Mapping[tuple, tuple], rules, what: str,

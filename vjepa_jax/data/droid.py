@@ -351,8 +351,8 @@ def _keep_and_count(ep: dict, counters: FilterCounters | None) -> tf.Tensor:
 
 
 def _episodes(cfg: ml_collections.ConfigDict, counters: FilterCounters | None,
-              shuffle: bool) -> tuple[tf.data.Dataset, int]:
-  """Kept episodes of this process, one pass, and the number of episodes assigned to it."""
+              shuffle: bool) -> tf.data.Dataset:
+  """Kept episodes of this process, one pass (filter outcomes counted in `counters`)."""
   _validate(cfg)
   cameras = camera_names(cfg)
   builder = open_builder(cfg.path)
@@ -378,8 +378,7 @@ def _episodes(cfg: ml_collections.ConfigDict, counters: FilterCounters | None,
                      deterministic=cfg.deterministic)
   ds = ds.map(lambda r: _parse_episode(r, spec, cameras, cfg), num_parallel_calls=parallel,
               deterministic=cfg.deterministic)
-  ds = ds.filter(lambda ep: _keep_and_count(ep, counters))
-  return ds, assigned
+  return ds.filter(lambda ep: _keep_and_count(ep, counters))
 
 
 def _last_start(hi: tf.Tensor, cfg: ml_collections.ConfigDict) -> tf.Tensor:
@@ -429,7 +428,7 @@ def _options(cfg: ml_collections.ConfigDict) -> tf.data.Options:
 def encoded_clip_dataset(cfg: ml_collections.ConfigDict,
                          counters: FilterCounters | None = None) -> tf.data.Dataset:
   """Clips before decoding: like `make_clip_dataset` but `jpegs` `[T]` instead of `video`."""
-  episodes, _ = _episodes(cfg, counters, shuffle=cfg.shuffle)
+  episodes = _episodes(cfg, counters, shuffle=cfg.shuffle)
   index, _ = _process(cfg)
   if cfg.shuffle and cfg.episode_shuffle_buffer > 1:
     episodes = episodes.shuffle(cfg.episode_shuffle_buffer, seed=cfg.seed + 2000 + index,
@@ -524,7 +523,7 @@ def dataset_stats(cfg: ml_collections.ConfigDict) -> dict:
   """One pass over this process's episodes (no JPEG decode): filter counts, clip counts and
   per-dimension state/action statistics. Logged and returned as a dict."""
   counters = FilterCounters()
-  episodes, _ = _episodes(cfg, counters, shuffle=False)
+  episodes = _episodes(cfg, counters, shuffle=False)
   parallel = tf.data.AUTOTUNE if cfg.num_parallel_calls < 0 else cfg.num_parallel_calls
   summaries = episodes.map(lambda ep: _summaries(ep, cfg), num_parallel_calls=parallel)
   acc = {k: {"n": 0, "sum": 0.0, "sq": 0.0, "min": np.inf, "max": -np.inf}

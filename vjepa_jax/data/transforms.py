@@ -14,7 +14,7 @@ Crops (one window per clip, shared by all its frames):
 Because the `"ac"` window is known before decoding, only that window is decoded
 (`decode_and_crop_jpeg` gives the same pixels as decoding everything and slicing).
 """
-from typing import Sequence
+from collections.abc import Sequence
 
 import tensorflow as tf
 

@@ -1,13 +1,15 @@
 """Building models from parameter trees, and reading/writing converted checkpoints.
 
-A converted checkpoint is a directory with `architecture.json` (the configs) and one orbax item
-per model (`encoder`, `predictor`) holding its parameter tree. Paths may be local or `gs://`.
+A converted checkpoint is a directory with `architecture.json` (the configs, written last) and
+one folder per model (`encoder`, `predictor`) holding its parameter tree split over orbax items
+`part-00000`, `part-00001`, ... of a few hundred MB each, so that writing a model never holds more
+than one part in memory. Paths may be local or `gs://`.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +23,9 @@ from vjepa_jax.models.configs import PredictorConfig
 from vjepa_jax.models.vit import VisionTransformer
 
 ARCH_FILE = "architecture.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+PART_PREFIX = "part-"
+PART_BYTES = 256 * 2**20
 
 
 def abstract_model(kind: str, cfg) -> nnx.Module:
@@ -91,14 +95,49 @@ def config_to_dict(cfg) -> dict:
   return dataclasses.asdict(cfg)
 
 
-def save_item(directory: str, kind: str, flat: Mapping[tuple, Any]) -> None:
-  """Writes one model's `{path: array}` as the orbax item `<directory>/<kind>`."""
+def _part_name(i: int) -> str:
+  return f"{PART_PREFIX}{i:05d}"
+
+
+def save_item(directory: str, kind: str,
+              params: Mapping[tuple, Any] | Iterable[tuple[tuple, Any]],
+              part_bytes: int = PART_BYTES) -> None:
+  """Writes one model's parameters as orbax items `<directory>/<kind>/part-NNNNN`.
+
+  Args:
+    directory: converted checkpoint directory (local or gs://).
+    kind: `encoder` or `predictor`.
+    params: `{path: array}`, or an iterator of `(path, array)` pairs that makes each array only
+      when asked (the converter's), so that no more than one part is ever held in memory.
+    part_bytes: parameters are grouped into orbax items of about this size. orbax stages about
+      two copies of what one save writes, so small parts keep that cost small; any array larger
+      than this is a part of its own.
+  """
   import orbax.checkpoint as ocp
-  root = _root(directory)
-  root.mkdir(parents=True, exist_ok=True)
+  item = _root(directory) / kind
+  # Parts of an earlier write must not mix with these; orbax creates the folders it writes to
+  # (on the primary process, like this removal).
+  if jax.process_index() == 0 and item.exists():
+    item.rmtree()
+  pairs = params.items() if isinstance(params, Mapping) else params
+  part: dict[tuple, np.ndarray] = {}
+  size = count = 0
   with ocp.StandardCheckpointer() as ckptr:
-    ckptr.save(root / kind, _nested({p: np.asarray(v) for p, v in flat.items()}), force=True)
-    ckptr.wait_until_finished()
+
+    def flush():
+      ckptr.save(item / _part_name(count), _nested(part), force=True)
+      ckptr.wait_until_finished()
+
+    for path, value in pairs:
+      value = np.asarray(value)
+      if part and size + value.nbytes > part_bytes:
+        flush()
+        part, size, count = {}, 0, count + 1
+      part[path] = value
+      size += value.nbytes
+    if not part:
+      raise ValueError(f"{kind}: no parameters to save")
+    flush()
 
 
 def write_architecture(directory: str, configs: Mapping[str, Any],
@@ -144,8 +183,10 @@ def load_converted(directory: str, kinds=("encoder", "predictor"),
     overrides: per-kind config fields to change that do not affect parameters (dtype,
       attention_impl, remat, rope_mode).
   """
-  import orbax.checkpoint as ocp
   arch = read_architecture(directory)
+  if arch.get("format_version") != FORMAT_VERSION:
+    raise ValueError(f"{directory} was written in format {arch.get('format_version')}; this "
+                     f"vjepa-jax reads format {FORMAT_VERSION}: convert the checkpoint again")
   overrides = overrides or {}
   out = {}
   root = _root(directory)
@@ -154,12 +195,34 @@ def load_converted(directory: str, kinds=("encoder", "predictor"),
       continue
     ctor = EncoderConfig if kind == "encoder" else PredictorConfig
     cfg = ctor(**arch["models"][kind]).replace(**dict(overrides.get(kind, {})))
-    shapes = param_shapes(kind, cfg)
-    target = _nested({p: jax.ShapeDtypeStruct(s, jnp.float32) for p, s in shapes.items()})
-    with ocp.StandardCheckpointer() as ckptr:
-      tree = ckptr.restore(root / kind, target)
-    out[kind] = build_model(kind, cfg, _flatten(tree))
+    out[kind] = build_model(kind, cfg, _restore_item(root / kind, param_shapes(kind, cfg)))
   return out
+
+
+def _restore_item(item: epath.Path, shapes: Mapping[tuple, tuple]) -> dict[tuple, Any]:
+  """Reads every part of one model, checking that together they hold exactly `shapes`."""
+  import orbax.checkpoint as ocp
+  # Only finished parts: orbax writes into a temporary folder and renames it when done.
+  parts = sorted(p for p in item.iterdir() if p.name.startswith(PART_PREFIX)
+                 and p.name[len(PART_PREFIX):].isdigit()) if item.exists() else []
+  if not parts:
+    raise FileNotFoundError(f"{item} holds no parameters (expected {PART_PREFIX}* items)")
+  flat: dict[tuple, Any] = {}
+  with ocp.StandardCheckpointer() as ckptr:
+    for part in parts:
+      stored = {tuple(int(k.key) if k.key.isdigit() else k.key for k in keypath): meta.shape
+                for keypath, meta in jax.tree_util.tree_flatten_with_path(
+                    ckptr.metadata(part).item_metadata)[0]}
+      bad = [".".join(map(str, p)) for p, s in stored.items()
+             if p in flat or tuple(shapes.get(p, ())) != tuple(s)]
+      if bad:
+        raise ValueError(f"{part}: unexpected, repeated or mis-shaped parameters: {bad[:20]}")
+      target = _nested({p: jax.ShapeDtypeStruct(shapes[p], jnp.float32) for p in stored})
+      flat.update(_flatten(ckptr.restore(part, target)))
+  missing = [".".join(map(str, p)) for p in shapes if p not in flat]
+  if missing:
+    raise ValueError(f"{item}: missing parameters ({len(missing)}): {missing[:20]}")
+  return flat
 
 
 class Loaded:

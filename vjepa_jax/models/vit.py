@@ -138,3 +138,12 @@ def normalize_video(video_uint8: jnp.ndarray, dtype=jnp.float32) -> jnp.ndarray:
   x = video_uint8.astype(jnp.float32) / 255.0
   x = (x - jnp.asarray(IMAGENET_MEAN, jnp.float32)) / jnp.asarray(IMAGENET_STD, jnp.float32)
   return x.astype(dtype)
+
+
+def resize_frames(video: jnp.ndarray, size: int) -> jnp.ndarray:
+  """Bilinear resize of `[..., H, W, C]` frames to `size` x `size` without antialiasing (the
+  official AC transform; also what the data pipeline does when it resizes on the host)."""
+  if video.shape[-3:-1] == (size, size):
+    return video
+  shape = video.shape[:-3] + (size, size, video.shape[-1])
+  return jax.image.resize(video, shape, method="linear", antialias=False)

@@ -195,10 +195,13 @@ def rollout_energy(predictor: ACPredictor, ctx: rollout.Context, actions: jnp.nd
                         reuse_context=cfg.reuse_context, context_frame=context_frame)
     return energy(z, goal)
 
-  if not cfg.sample_chunk or cfg.sample_chunk >= actions.shape[0]:
+  chunk = cfg.sample_chunk
+  if not chunk or chunk >= actions.shape[0]:
     return one(actions)
-  chunks = actions.reshape((-1, cfg.sample_chunk) + actions.shape[1:])
-  return jax.lax.map(one, chunks).reshape(-1)
+  # Chunk j holds samples j, j + n, j + 2n, ... (n chunks), so a sample axis sharded in
+  # contiguous blocks stays sharded inside every chunk.
+  chunks = jnp.swapaxes(actions.reshape((chunk, -1) + actions.shape[1:]), 0, 1)
+  return jnp.swapaxes(jax.lax.map(one, chunks), 0, 1).reshape(-1)
 
 
 def sample_noise(key: jax.Array, iteration, cfg: ml_collections.ConfigDict) -> jnp.ndarray:

@@ -41,7 +41,9 @@ def make_train_step(graphdef, mode: str, rest, cfg: ml_collections.ConfigDict,
   def train_step(state: TrainState, frozen, batch: dict):
     key = jax.random.fold_in(state.rng, state.step)
     dtype = jnp.dtype(cfg.model.dtype)
-    video = vit.normalize_video(batch["video"], dtype)
+    # Clips may arrive at their crop size (data.resize_on_host=False): resize on the device.
+    video = vit.resize_frames(vit.normalize_video(batch["video"], jnp.float32),
+                              cfg.data.image_size).astype(dtype)
     actions = batch["actions"].astype(jnp.float32)
     states = batch["states"].astype(jnp.float32)
 
