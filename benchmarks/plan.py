@@ -108,6 +108,7 @@ def _frames(size: int, seed: int) -> list[np.ndarray]:
 def time_official(src: str, pred_cfg: PredictorConfig, cfg, iterations: int) -> float:
   """Seconds per action of the official PyTorch planner (`iterations` CEM steps, scaled)."""
   sys.path.insert(0, src)
+  import logging
   import torch
   from notebooks.utils.world_model_wrapper import WorldModel
   from src.models.ac_predictor import vit_ac_predictor
@@ -121,6 +122,7 @@ def time_official(src: str, pred_cfg: PredictorConfig, cfg, iterations: int) -> 
              momentum_mean=cfg.momentum_mean, momentum_std=cfg.momentum_std,
              momentum_mean_gripper=cfg.momentum_mean_gripper,
              momentum_std_gripper=cfg.momentum_std_gripper, maxnorm=cfg.maxnorm, verbose=False)
+  logging.getLogger("notebooks.utils.mpc_utils").setLevel(logging.WARNING)
   wm = WorldModel(encoder=None, predictor=predictor, tokens_per_frame=hw, transform=None,
                   mpc_args=mpc, device="cpu")
   rep = torch.nn.functional.layer_norm(torch.randn(1, 1, hw, pred_cfg.embed_dim),
@@ -195,8 +197,8 @@ def main(argv=None) -> int:
   p.add_argument("--iterations", type=int, default=10)
   p.add_argument("--topk", type=int, default=10)
   p.add_argument("--horizon", type=int, default=1)
-  p.add_argument("--sample-chunk", type=int, default=50,
-                 help="samples rolled out at once (0 = all; 50 is fastest on CPU)")
+  p.add_argument("--sample-chunk", type=int, default=-1,
+                 help="samples rolled out at once (-1 = automatic, 0 = all)")
   p.add_argument("--no-reuse-context", action="store_true",
                  help="recompute the context step per sample (to measure what sharing saves)")
   p.add_argument("--repeats", type=int, default=3, help="timed plans after one warm-up plan")

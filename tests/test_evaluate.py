@@ -10,14 +10,15 @@
 import json
 import pathlib
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
-import vjepa2_tiny as fx
 from vjepa_jax import evaluate
 from vjepa_jax.models import layers
+from vjepa_jax.models import pretrained
 from vjepa_jax.planning import __main__ as planning_cli
 from vjepa_jax.planning import poses
 from vjepa_jax.planning import rollout
@@ -66,12 +67,19 @@ def test_grid_search_returns_the_action_that_produced_the_goal(models):
   context = layers.layer_norm_no_affine(jnp.asarray(rng.normal(size=(2, hw, d)), jnp.float32))
   pose = jnp.asarray(rng.normal(size=(2, 7)) * 0.1, jnp.float32)
   picks = [17, 101]
-  goals = []
-  for j, p in enumerate(picks):
-    ctx = rollout.prepare_context(predictor, context[j:j + 1], pose[j][None, None])
-    goals.append(rollout.rollout(predictor, ctx, jnp.asarray(grid[p])[None, None], pose[j],
-                                 poses.integrate_pose)[0])
-  found, energy = evaluate._grid_search(graphdef, params, context, pose, jnp.stack(goals),
+
+  @jax.jit
+  def predict(params, context, pose, actions):
+    model = nnx.merge(graphdef, params)
+    goals = []
+    for j in range(len(picks)):
+      ctx = rollout.prepare_context(model, context[j:j + 1], pose[j][None, None])
+      goals.append(rollout.rollout(model, ctx, actions[j][None, None], pose[j],
+                                   poses.integrate_pose)[0])
+    return jnp.stack(goals)
+
+  goals = predict(params, context, pose, jnp.asarray(grid[picks]))
+  found, energy = evaluate._grid_search(graphdef, params, context, pose, goals,
                                         jnp.asarray(grid), 25)
   np.testing.assert_allclose(found, grid[picks], atol=0)
   np.testing.assert_allclose(energy, 0.0, atol=1e-5)
@@ -86,14 +94,20 @@ def test_prediction_errors_match_direct_computation(models):
   actions, states = jnp.asarray(batch["actions"]), jnp.asarray(batch["states"])
   tf, ro = evaluate._prediction_errors(pred_def, pred_params, z, actions, states, 2)
   b, t, hw, d = z.shape
-  pred = layers.layer_norm_no_affine(
-      predictor(z[:, :-1].reshape(b, -1, d), actions, states[:, :-1])).reshape(b, t - 1, hw, d)
+
+  @jax.jit
+  def direct(params, z, actions, states):
+    model = nnx.merge(pred_def, params)
+    norm = layers.layer_norm_no_affine
+    pred = norm(model(z[:, :-1].reshape(b, -1, d), actions, states[:, :-1]))
+    z1 = norm(model(z[:, 0], actions[:, :1], states[:, :1]))
+    z2 = norm(model(jnp.concatenate([z[:, 0], z1], 1), actions, states[:, :2])[:, hw:])
+    return pred.reshape(b, t - 1, hw, d), z2
+
+  pred, z2 = direct(pred_params, z, actions, states)
   err = np.abs(np.asarray(pred) - np.asarray(z[:, 1:])).mean(axis=(2, 3))
   np.testing.assert_allclose(tf, err.mean(1), atol=1e-6)
   np.testing.assert_allclose(ro[:, 0], err[:, 0], atol=1e-5)
-  z1 = layers.layer_norm_no_affine(predictor(z[:, 0], actions[:, :1], states[:, :1]))
-  z2 = layers.layer_norm_no_affine(predictor(jnp.concatenate([z[:, 0], z1], 1), actions,
-                                             states[:, :2])[:, hw:])
   np.testing.assert_allclose(ro[:, 1], np.abs(z2 - z[:, 2]).mean(axis=(1, 2)), atol=1e-5)
 
 
@@ -129,15 +143,12 @@ def test_bad_batches_are_errors(models):
     evaluate.run(*models, [])
 
 
-def test_cli_on_droid_fixture(tmp_path):
-  """Converted tiny official checkpoint + DROID-format fixture -> report and figures."""
-  from weights_conversion import convert
+def test_cli_on_droid_fixture(models, tmp_path):
+  """Converted checkpoint directory + DROID-format fixture -> report and figures."""
   conv = tmp_path / "converted"
-  assert convert.main(["--checkpoint", str(fx.CHECKPOINT), "--output", str(conv),
-                       "--img-size", str(fx.load_kwargs()["img_size"]),
-                       "--encoder-num-heads", str(fx.load_kwargs()["encoder_num_heads"]),
-                       "--predictor-num-heads",
-                       str(fx.load_kwargs()["predictor_num_heads"])]) == 0
+  pretrained.save_converted(str(conv), {kind: (m.cfg, pretrained.flat_params(m))
+                                        for kind, m in zip(("encoder", "predictor"), models)},
+                            source={"params_sha256": "test"})
   out = tmp_path / "eval"
   assert evaluate.main(["--data", str(DROID_DIR), "--converted", str(conv), "--out", str(out),
                         "--split", "all", "--frames", "3", "--batch-size", "2",

@@ -139,9 +139,9 @@ def test_energy_matches_official_world_model_loop(predictor):
 
 def test_plan_shapes_bounds_and_sharding(predictor):
   """The compiled plan returns [H, 7] inside the bounds with zero rotations, and sharding the
-  samples over 8 devices gives the same plan."""
+  samples over 8 devices (rolled out in chunks) gives the same plan."""
   context, states, goal = _context(predictor)
-  cfg = _small(horizon=1)
+  cfg = _small(horizon=1, sample_chunk=0)
   key = jax.random.key(0)
   result = cem.PlanFunction(predictor, cfg)(context, states, None, goal, key)
   actions = np.asarray(result.actions)
@@ -154,7 +154,9 @@ def test_plan_shapes_bounds_and_sharding(predictor):
   if devices.size < 8:
     pytest.skip("needs 8 (simulated) devices")
   mesh = Mesh(devices, ("samples",))
-  sharded = cem.PlanFunction(predictor, cfg, mesh=mesh)(context, states, None, goal, key)
+  chunked = cfg.copy_and_resolve_references()
+  chunked.sample_chunk = 16  # two samples per device in each chunk
+  sharded = cem.PlanFunction(predictor, chunked, mesh=mesh)(context, states, None, goal, key)
   np.testing.assert_allclose(sharded.energies, result.energies, atol=1e-5)
   np.testing.assert_allclose(sharded.actions, result.actions, atol=1e-5)
 

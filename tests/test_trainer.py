@@ -121,3 +121,26 @@ def test_lora_target_matching_nothing_is_an_error(tmp_path, data_path):
   cfg.lora.targets = (r"predictor_blocks\.\d+\.attn\.qkvv",)
   with pytest.raises(ValueError, match="matches no Linear layer"):
     trainer.setup(cfg, str(tmp_path), sharding.make_mesh(ml(data=8, fsdp=1, tensor=1)))
+
+
+def test_resume_refuses_other_base_weights(tmp_path, data_path):
+  """A checkpoint records the sha256 of its base weights; resuming on other weights fails."""
+  cfg = train_tiny.tiny_config(data_path, num_steps=2)
+  trainer.train(cfg, str(tmp_path / "run"))
+  other = train_tiny.tiny_config(data_path, num_steps=2)
+  other.init.seed = 1
+  trainer.train(other, str(tmp_path / "other"))
+  cfg.init.converted = str(tmp_path / "other" / "base")
+  cfg.num_steps = 4
+  with pytest.raises(ValueError, match="refusing to resume"):
+    trainer.train(cfg, str(tmp_path / "run"))
+
+
+def test_skip_nonfinite_counts_and_keeps_params_finite(tmp_path, data_path):
+  cfg = train_tiny.tiny_config(data_path, num_steps=3, skip_nonfinite=True)
+  cfg.optim.update(lr=1e30, start_lr=1e30)
+  last = trainer.train(cfg, str(tmp_path / "run"))
+  assert last["skipped_nonfinite"] >= 1
+  enc, pred = ckpt_lib.load_models(str(tmp_path / "run"))
+  _, trained, _, _ = model_lib.split(model_lib.WorldModel(enc, pred), "full")
+  assert all(np.isfinite(v.get_value()).all() for _, v in nnx.to_flat_state(trained))

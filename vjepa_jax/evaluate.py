@@ -67,7 +67,8 @@ def default_config() -> ml_collections.ConfigDict:
     max_pairs_per_batch: adjacent frame pairs per batch used for action inference (0 = all).
     landscapes: number of energy-landscape figures (first pairs evaluated).
     landscape_points, landscape_extent: xy grid of the figures, centred on the true action.
-    sample_chunk: candidate actions rolled out at once (0 = all).
+    sample_chunk: candidate actions rolled out at once (0 = all, -1 = automatic as in
+      `planning.default_config`).
     cem: planner config for `search="cem"` (its horizon is forced to 1).
     seed: PRNG seed of the CEM search.
   """
@@ -81,7 +82,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.landscapes = 2
   c.landscape_points = 15
   c.landscape_extent = 0.05
-  c.sample_chunk = 0
+  c.sample_chunk = -1
   c.cem = cem.default_config()
   c.cem.samples = 200
   c.cem.iterations = 5
@@ -265,9 +266,12 @@ def compute(encoder: Any, predictor: Any, batches: Iterable[Mapping[str, np.ndar
   pred_def, pred_params = nnx.split(predictor)
   size = predictor.cfg.img_size
   grid = jnp.asarray(xyz_grid(cfg.grid_points, cfg.grid_extent))
+  grid_chunk = cem.resolve_sample_chunk(cfg.sample_chunk, grid.shape[0])
+  land_chunk = cem.resolve_sample_chunk(cfg.sample_chunk, cfg.landscape_points ** 2)
   cem_cfg = cfg.cem.copy_and_resolve_references()
   cem_cfg.horizon = 1
   cem.validate(cem_cfg)
+  cem_cfg.sample_chunk = cem.resolve_sample_chunk(cem_cfg.sample_chunk, cem_cfg.samples)
   key = jax.random.key(cfg.seed)
   tf_all, ro_all, inferred, true, landscapes = [], [], [], [], []
   for i, batch in enumerate(batches):
@@ -287,7 +291,7 @@ def compute(encoder: Any, predictor: Any, batches: Iterable[Mapping[str, np.ndar
     bi, ti = (jnp.asarray(x) for x in zip(*pairs))
     context, goal, pose = z[bi, ti], z[bi, ti + 1], states[bi, ti]
     if cfg.search == "grid":
-      found, _ = _grid_search(pred_def, pred_params, context, pose, goal, grid, cfg.sample_chunk)
+      found, _ = _grid_search(pred_def, pred_params, context, pose, goal, grid, grid_chunk)
     else:
       keys = jax.random.split(jax.random.fold_in(key, i), len(pairs))
       found, _ = _cem_search(pred_def, pred_params, context, pose, goal, keys,
@@ -300,7 +304,7 @@ def compute(encoder: Any, predictor: Any, batches: Iterable[Mapping[str, np.ndar
       grids = [landscape_grid(np.asarray(actions[bi[j], ti[j]]), cfg.landscape_points,
                               cfg.landscape_extent) for j in range(n)]
       energy = _landscape(pred_def, pred_params, context[:n], pose[:n], goal[:n],
-                          jnp.asarray(np.stack([g[2] for g in grids])), cfg.sample_chunk)
+                          jnp.asarray(np.stack([g[2] for g in grids])), land_chunk)
       for j, (xs, ys, _) in enumerate(grids):
         landscapes.append({"xs": xs, "ys": ys, "true": np.asarray(actions[bi[j], ti[j]]),
                            "energy": np.asarray(energy[j]).reshape(len(ys), len(xs))})

@@ -17,6 +17,7 @@ import sys
 import time
 
 import numpy as np
+from etils import epath
 
 from vjepa_jax.models import pretrained
 from weights_conversion import mapping
@@ -80,7 +81,7 @@ def main(argv=None) -> int:
   # Every name and shape is checked above. Now each tensor is converted, hashed and handed to
   # the writer, which holds one part (`pretrained.PART_BYTES`) at a time; the tensor's pages of
   # the memory-mapped source are dropped as soon as it is converted.
-  arch_file = pretrained.epath.Path(args.output) / pretrained.ARCH_FILE
+  arch_file = epath.Path(args.output) / pretrained.ARCH_FILE
   if arch_file.exists():
     arch_file.unlink()
   release = torch_io.page_releaser(args.checkpoint)
@@ -88,7 +89,8 @@ def main(argv=None) -> int:
   for job in sorted(jobs, key=lambda j: j.kind):
     pairs = mapping.iter_materialize(job.state_dict, job.plan, release)
     pretrained.save_item(args.output, job.kind, _hashed(h, job.kind, pairs))
-    n = sum(int(np.prod(shape)) for shape in pretrained.param_shapes(job.kind, job.config).values())
+    shapes = pretrained.param_shapes(job.kind, job.config).values()
+    n = sum(int(np.prod(shape)) for shape in shapes)
     print(f"{job.kind}: {n:,} parameters, {job.config}")
   source = {"checkpoint": os.path.abspath(args.checkpoint),
             "checkpoint_bytes": os.path.getsize(args.checkpoint),

@@ -77,8 +77,10 @@ def default_config(preset: str = "paper") -> ml_collections.ConfigDict:
       6 gripper); the official `axis` dict indexes [x, y, z, gripper] instead, so its key 3 is
       our 6.
     close_gripper: if set, the gripper delta is 1 from this horizon step on (official).
-    sample_chunk: if > 0, roll the samples out in chunks of this size (bounds memory; must
-      divide `samples`).
+    sample_chunk: roll the samples out in chunks of this size (must divide `samples`); 0 = all
+      at once; -1 = automatic: chunks of at most 64 samples on CPU (activations then stay in
+      cache, measured 1.5-2x faster than one 800-sample batch on 2 cores), all at once on
+      accelerators.
     reuse_context: share the context step's sample-independent work across samples
       (see `rollout`); False recomputes it per sample as the official planner does.
     seed: base PRNG seed of `planner.Planner`.
@@ -94,7 +96,7 @@ def default_config(preset: str = "paper") -> ml_collections.ConfigDict:
   c.rotation_maxnorm = 0.1
   c.fixed_axes = ()
   c.close_gripper = ml_collections.config_dict.placeholder(int)
-  c.sample_chunk = 0
+  c.sample_chunk = -1
   c.reuse_context = True
   c.seed = 0
   return c
@@ -108,13 +110,30 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
   if not 2 <= cfg.topk <= cfg.samples:
     raise ValueError(f"topk must be in [2, samples={cfg.samples}] (the std of fewer than 2 "
                      f"samples is undefined), got {cfg.topk}")
-  if cfg.sample_chunk and cfg.samples % cfg.sample_chunk:
-    raise ValueError(f"sample_chunk={cfg.sample_chunk} does not divide samples={cfg.samples}")
+  if cfg.sample_chunk < -1 or (cfg.sample_chunk > 0 and cfg.samples % cfg.sample_chunk):
+    raise ValueError(f"sample_chunk={cfg.sample_chunk} must be -1 (auto), 0 (all) or a divisor "
+                     f"of samples={cfg.samples}")
   for axis, _ in cfg.fixed_axes:
     if not 0 <= axis < 7:
       raise ValueError(f"fixed axis {axis} is not an action dimension (0-6)")
   if cfg.close_gripper is not None and cfg.close_gripper < 0:
     raise ValueError(f"close_gripper must be a horizon step >= 0, got {cfg.close_gripper}")
+
+
+def resolve_sample_chunk(chunk: int, samples: int, devices: int = 1,
+                         platform: str | None = None) -> int:
+  """The chunk size to use: `chunk` itself if >= 0, else the automatic choice (see
+  `default_config`): the largest multiple of `devices` dividing `samples` that is at most 64 per
+  device on CPU, 0 (no chunking) elsewhere."""
+  if chunk >= 0:
+    return chunk
+  platform = platform or jax.default_backend()
+  if platform != "cpu":
+    return 0
+  for size in range(min(64 * devices, samples), 0, -1):
+    if samples % size == 0 and size % devices == 0:
+      return 0 if size == samples else size
+  return 0
 
 
 def search_dims(cfg: ml_collections.ConfigDict) -> tuple[int, ...]:
@@ -195,7 +214,7 @@ def rollout_energy(predictor: ACPredictor, ctx: rollout.Context, actions: jnp.nd
                         reuse_context=cfg.reuse_context, context_frame=context_frame)
     return energy(z, goal)
 
-  chunk = cfg.sample_chunk
+  chunk = resolve_sample_chunk(cfg.sample_chunk, actions.shape[0])
   if not chunk or chunk >= actions.shape[0]:
     return one(actions)
   # Chunk j holds samples j, j + n, j + 2n, ... (n chunks), so a sample axis sharded in
@@ -258,13 +277,17 @@ class PlanFunction:
     """Args: predictor (NNX module), cfg (`default_config()`), optional device `mesh` whose
     `sample_axis` (default: its first axis) shards the samples; parameters are replicated."""
     validate(cfg)
-    self.cfg = cfg
+    cfg = cfg.copy_and_resolve_references()
     graphdef, params = nnx.split(predictor)
     constrain = lambda x: x  # noqa: E731
     self._replicated = None
+    size = 1
     if mesh is not None:
       axis = sample_axis or mesh.axis_names[0]
       size = mesh.shape[axis]
+    cfg.sample_chunk = resolve_sample_chunk(cfg.sample_chunk, cfg.samples, size)
+    self.cfg = cfg
+    if mesh is not None:
       if cfg.samples % size or (cfg.sample_chunk and cfg.sample_chunk % size):
         raise ValueError(f"samples={cfg.samples} (and sample_chunk) must be divisible by the "
                          f"{size} devices of mesh axis {axis!r}")

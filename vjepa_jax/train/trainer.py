@@ -200,6 +200,9 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   last = {}
   skipped = 0
   t_last, n_last = time.time(), start
+  # Finite flags of recent steps stay on the device and are read only where the host syncs
+  # anyway (logging, checkpoints), so every bad step is caught without stalling each step.
+  pending = []
   try:
     for step in range(start, total):
       local = next(batches)
@@ -209,14 +212,20 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
         flops = step_flops(step_fn.lower(state, frozen, batch).compile())
       state, m = step_fn(state, frozen, batch)
       done = step + 1
-      if done % cfg.log_every == 0 or done == total or stop["signal"]:
+      pending.append((done, m["finite"]))
+      # Read the flag once: a signal landing later must not skip the forced save below.
+      stopping = stop["signal"] is not None
+      log_now = done % cfg.log_every == 0 or done == total or stopping
+      if log_now or ckpt.mngr.should_save(done) or stopping:
+        bad = [s for s, ok in jax.device_get(pending) if not ok]
+        pending.clear()
+        if bad and not cfg.skip_nonfinite:
+          raise NonFiniteLoss(
+              f"non-finite loss or gradients at step {bad[0]}; last good checkpoint: "
+              f"{ckpt.dir}/{ckpt.latest_step()} (set skip_nonfinite=True to skip such batches)")
+        skipped += len(bad)
+      if log_now:
         m = jax.device_get(m)
-        if not m["finite"]:
-          if not cfg.skip_nonfinite:
-            raise NonFiniteLoss(
-                f"non-finite loss or gradients at step {done}; last good checkpoint: "
-                f"{ckpt.dir}/{ckpt.latest_step()} (set skip_nonfinite=True to skip such batches)")
-          skipped += 1
         dt = time.time() - t_last
         steps_done = done - n_last
         t_last, n_last = time.time(), done
@@ -235,9 +244,6 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
           print(f"step {done}/{total} loss {last['loss']:.4f} (tf {last['jloss']:.4f} "
                 f"ar {last['sloss']:.4f}) lr {last['lr']:.2e} {last['clips_per_s']:.1f} clips/s "
                 f"{step_time * 1e3:.0f} ms/step eta {eta / 60:.1f} min{mfu}", flush=True)
-      # Read the flag once: a signal landing between the save and the check must not skip the
-      # forced save.
-      stopping = stop["signal"] is not None
       ckpt.save(done, state, meta_for(done), force=stopping or done == total)
       if stopping:
         logging.warning("received signal %s: saved step %d, exiting", stop["signal"], done)
