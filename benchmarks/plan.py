@@ -1,7 +1,7 @@
 """Planning benchmark: seconds per planned action with the compiled CEM planner.
 
   python benchmarks/plan.py --preset bench-cpu
-  python benchmarks/plan.py --preset bench-cpu --official-src /path/to/vjepa2 --official-iterations 2
+  python benchmarks/plan.py --preset bench-cpu --official-src VJEPA2_DIR --official-iterations 2
   python benchmarks/plan.py --preset vitg-gpu
 
 Times `Planner.plan(frame, pose, goal_frame)` end to end (observation encoding, the whole CEM in

@@ -44,17 +44,11 @@ def _context(predictor, seed=0):
 
 def _official_update(mean, std, actions, energies, cfg):
   """One official CEM update (mpc_utils.cem) in NumPy: top-k, unbiased std, momenta."""
-  idx = np.argsort(energies, kind="stable")[:cfg.topk]
-  sel = actions[idx]
+  sel = actions[np.argsort(energies, kind="stable")[:cfg.topk]]
   m_sel, s_sel = sel.mean(0), sel.std(0, ddof=1)
-  xyz = slice(0, 3)
-  mean = np.concatenate([m_sel[..., xyz] * (1 - cfg.momentum_mean) + mean[..., :3] * cfg.momentum_mean,
-                         m_sel[..., -1:] * (1 - cfg.momentum_mean_gripper)
-                         + mean[..., -1:] * cfg.momentum_mean_gripper], -1)
-  std = np.concatenate([s_sel[..., xyz] * (1 - cfg.momentum_std) + std[..., :3] * cfg.momentum_std,
-                        s_sel[..., -1:] * (1 - cfg.momentum_std_gripper)
-                        + std[..., -1:] * cfg.momentum_std_gripper], -1)
-  return mean, std
+  mm = np.array([cfg.momentum_mean] * 3 + [cfg.momentum_mean_gripper])
+  ms = np.array([cfg.momentum_std] * 3 + [cfg.momentum_std_gripper])
+  return m_sel * (1 - mm) + mean * mm, s_sel * (1 - ms) + std * ms
 
 
 def test_update_rule_matches_official_restatement():
