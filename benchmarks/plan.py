@@ -157,8 +157,9 @@ def run(args: argparse.Namespace) -> dict:
     planner.plan(frame, pose, goal)
     times.append(time.perf_counter() - t0)
   median = float(np.median(times))
+  # XLA counts a loop body once: cost-analyse one iteration without sample chunking.
   one_iter = cfg.copy_and_resolve_references()
-  one_iter.iterations = 1
+  one_iter.update(dict(iterations=1, sample_chunk=0))
   plan_fn = cem.PlanFunction(predictor, one_iter)
   hw, d = predictor.tokens_per_frame, pred_cfg.embed_dim
   lowered = plan_fn.fn.lower(plan_fn.params, *plan_fn.place(
@@ -173,7 +174,7 @@ def run(args: argparse.Namespace) -> dict:
       "min_s_per_action": round(min(times), 3), "times_s": [round(t, 3) for t in times],
       "first_plan_s_incl_compile": round(first_s, 1), "samples": cfg.samples,
       "iterations": cfg.iterations, "topk": cfg.topk, "horizon": cfg.horizon,
-      "reuse_context": cfg.reuse_context, "sample_chunk": cfg.sample_chunk,
+      "reuse_context": cfg.reuse_context, "sample_chunk": planner.plan_function.cfg.sample_chunk,
       "flops_per_action": float(ours),
       "flops_per_action_official": float(official_flops(pred_cfg, cfg.samples, cfg.iterations,
                                                         cfg.horizon)),

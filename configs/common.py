@@ -47,6 +47,9 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.optim = optim.default_config()
   c.data = droid.default_config()
+  # Frames leave the host at their crop size; the train step resizes them on the device,
+  # which keeps the host pipeline at its JPEG-decode rate.
+  c.data.resize_on_host = False
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1

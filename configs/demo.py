@@ -25,8 +25,5 @@ def get_config(arg=None):
   c.data.episode_shuffle_buffer = 8
   c.data.deterministic = True
   c.data.val_fraction = 0.0
-  # Frames leave the host at their crop size; the train step resizes them on the device,
-  # which keeps the host pipeline at its JPEG-decode rate.
-  c.data.resize_on_host = False
   c.checkpoint.every = 50
   return c

@@ -25,12 +25,7 @@ def get_config(arg=None):
   c.init.converted = ""  # required in practice: --config.init.converted=gs://.../converted
   c.data.path = DROID_PATH
   c.data.image_size = c.model.predictor.img_size
-  # Frames leave the host at their crop size; the train step resizes them on the device,
-  # which keeps the host pipeline at its JPEG-decode rate.
-  c.data.resize_on_host = False
   c.mesh.fsdp = -1
   c.mesh.data = 1
-  c.checkpoint.every = 500
-  c.checkpoint.keep = 3
   c.log_every = 10
   return c

@@ -26,11 +26,6 @@ def get_config(arg=None):
                  total_steps=5000, weight_decay=0.0, final_weight_decay=0.0)
   c.data.path = ""  # required: --config.data.path=<TFDS version directory of your RLDS data>
   c.data.image_size = c.model.predictor.img_size
-  # Frames leave the host at their crop size; the train step resizes them on the device,
-  # which keeps the host pipeline at its JPEG-decode rate.
-  c.data.resize_on_host = False
   c.mesh.fsdp = -1
   c.mesh.data = 1
-  c.checkpoint.every = 500
-  c.checkpoint.keep = 3
   return c

@@ -106,6 +106,10 @@ class Planner:
     cfg: `planning.default_config()`.
     mesh, sample_axis: optional device mesh to shard the CEM samples over.
     goal_cache_size: number of goal latents kept.
+
+  Attributes:
+    plan_function: the compiled `cem.PlanFunction` (its `cfg` has the resolved sample chunk).
+    last_result: the `cem.PlanResult` of the latest plan (final distribution, energies).
   """
 
   def __init__(self, encoder: Any, predictor: Any, cfg: ml_collections.ConfigDict | None = None,
@@ -119,7 +123,7 @@ class Planner:
                        f"{predictor.cfg.embed_dim}")
     self.image_size = predictor.cfg.img_size
     self.tokens_per_frame = predictor.tokens_per_frame
-    self._plan = cem.PlanFunction(predictor, self.cfg, mesh=mesh, sample_axis=sample_axis)
+    self.plan_function = cem.PlanFunction(predictor, self.cfg, mesh=mesh, sample_axis=sample_axis)
     graphdef, self._enc_params = nnx.split(encoder)
     size = self.image_size
 
@@ -176,7 +180,7 @@ class Planner:
     self._calls += 1
     context = self.encode(frame)[None]
     goal = self.goal_latent(goal_frame)
-    result = self._plan(context, pose[None, None], None, goal, key)
+    result = self.plan_function(context, pose[None, None], None, goal, key)
     self.last_result = result
     return np.asarray(result.actions)
 
