@@ -162,7 +162,7 @@ def run(args: argparse.Namespace) -> dict:
   one_iter.update(dict(iterations=1, sample_chunk=0))
   plan_fn = cem.PlanFunction(predictor, one_iter)
   hw, d = predictor.tokens_per_frame, pred_cfg.embed_dim
-  lowered = plan_fn.fn.lower(plan_fn.params, *plan_fn.place(
+  lowered = plan_fn.lower(plan_fn.params, *plan_fn.place(
       np.zeros((1, hw, d), np.float32), pose[None, None], None, np.zeros((hw, d), np.float32),
       jax.random.key(0)))
   cost = lowered.compile().cost_analysis()

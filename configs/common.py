@@ -3,6 +3,7 @@ import dataclasses
 
 import ml_collections
 
+from vjepa_jax import evaluate
 from vjepa_jax.data import droid
 from vjepa_jax.models import configs as model_configs
 from vjepa_jax.train import lora
@@ -55,6 +56,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.mesh.data = -1
   c.mesh.fsdp = 1
   c.mesh.tensor = 1
+
+  # Periodic held-out evaluation (data.split="val" episodes; single-process runs).
+  c.eval = evaluate.default_config()
+  c.eval.every = 0  # steps between evaluations; 0 = off
+  c.eval.batch_size = 4
+  c.eval.max_batches = 4
 
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every = 500

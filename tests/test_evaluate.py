@@ -115,7 +115,8 @@ def test_run_and_outputs(models, tmp_path):
   """`run` yields every documented metric (finite); `write_outputs` writes all artefacts."""
   encoder, predictor = models
   cfg = evaluate.default_config()
-  cfg.update(dict(grid_points=3, landscape_points=4, max_pairs_per_batch=3, landscapes=1))
+  # Same settings as the CLI test below, which then reuses these executables.
+  cfg.update(dict(grid_points=3, max_pairs_per_batch=3))
   batches = [_batch(seed=0), _batch(seed=1)]
   results = evaluate.compute(encoder, predictor, batches, cfg)
   s = results.scalars
@@ -124,7 +125,8 @@ def test_run_and_outputs(models, tmp_path):
     assert np.isfinite(s[f"eval/{name}"]), name
   assert "eval/rollout_l1/h3" not in s  # capped at T-1 = 2
   assert s["eval/num_clips"] == 4 and s["eval/num_pairs"] == 6
-  assert results.landscapes[0]["energy"].shape == (4, 4)
+  assert results.inferred.shape == (6, 7)
+  assert len(results.landscapes) == 2 and results.landscapes[0]["energy"].shape == (15, 15)
   assert evaluate.run(encoder, predictor, batches[:1], cfg)["eval/num_clips"] == 2
   evaluate.write_outputs(results, str(tmp_path), step=7)
   report = json.loads((tmp_path / "report.json").read_text())
@@ -152,7 +154,7 @@ def test_cli_on_droid_fixture(models, tmp_path):
   out = tmp_path / "eval"
   assert evaluate.main(["--data", str(DROID_DIR), "--converted", str(conv), "--out", str(out),
                         "--split", "all", "--frames", "3", "--batch-size", "2",
-                        "--max-batches", "1", "--grid-points", "3", "--max-pairs", "2"]) == 0
+                        "--max-batches", "1", "--grid-points", "3", "--max-pairs", "3"]) == 0
   report = json.loads((out / "report.json").read_text())
   assert report["scalars"]["eval/num_clips"] == 2
   assert np.isfinite(report["scalars"]["eval/teacher_forcing_l1"])

@@ -17,7 +17,8 @@ FRANKA = pathlib.Path(__file__).parent / "fixtures" / "franka_example_traj.npz"
 
 @pytest.fixture(scope="module")
 def planner():
-  encoder, predictor = cli.random_tiny_models(seed=0, img_size=32)
+  # The CLI test below plans with the same model and settings, so it reuses this executable.
+  encoder, predictor = cli.random_tiny_models(seed=0)
   cfg = default_config()
   cfg.update(samples=16, iterations=2, topk=4)
   return Planner(encoder, predictor, cfg)
@@ -39,7 +40,7 @@ def test_preprocessing_matches_torch_bilinear_without_antialias():
 
 def test_plan_returns_bounded_action_and_caches_the_goal(planner):
   rng = np.random.default_rng(1)
-  frame, goal = (rng.integers(0, 256, (40, 40, 3), dtype=np.uint8) for _ in range(2))
+  frame, goal = (rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(2))
   pose = np.array([0.5, 0.0, 0.3, 3.1, 0.0, 0.0, 1.0], np.float32)
   action = planner.plan(frame, pose, goal)
   assert isinstance(action, np.ndarray) and action.shape == (7,)
@@ -57,7 +58,7 @@ def test_plan_returns_bounded_action_and_caches_the_goal(planner):
 def test_goal_schedule_and_closed_loop(planner):
   """Sub-goal i is active for its step count; `follow` plans once per step towards it."""
   rng = np.random.default_rng(2)
-  goals = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(2)]
+  goals = [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(2)]
   schedule = GoalSchedule([(goals[0], 2), (goals[1], 1)])
   assert len(schedule) == 3
   assert [schedule.index(t) for t in range(3)] == [0, 0, 1]
@@ -65,7 +66,7 @@ def test_goal_schedule_and_closed_loop(planner):
     schedule.goal(3)
   with pytest.raises(ValueError, match="at least 1 step"):
     GoalSchedule([(goals[0], 0)])
-  frame = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+  frame = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
   pose = np.zeros(7, np.float32)
   executed = []
   actions = planner.follow(schedule, lambda: (frame, pose), executed.append)

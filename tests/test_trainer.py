@@ -144,3 +144,15 @@ def test_skip_nonfinite_counts_and_keeps_params_finite(tmp_path, data_path):
   enc, pred = ckpt_lib.load_models(str(tmp_path / "run"))
   _, trained, _, _ = model_lib.split(model_lib.WorldModel(enc, pred), "full")
   assert all(np.isfinite(v.get_value()).all() for _, v in nnx.to_flat_state(trained))
+
+
+def test_periodic_eval_writes_held_out_metrics(tmp_path, data_path):
+  cfg = train_tiny.tiny_config(data_path, num_steps=2)
+  cfg.data.val_fraction = 0.5
+  cfg.eval.update(every=2, batch_size=2, max_batches=1, rollout_horizon=2, grid_points=3,
+                  max_pairs_per_batch=1, landscapes=0)
+  trainer.train(cfg, str(tmp_path / "run"))
+  rows = trainer.metrics_lib.read_jsonl(str(tmp_path / "run"))
+  evals = [r for r in rows if any(k.startswith("eval/") for k in r)]
+  assert evals and evals[-1]["step"] == 2
+  assert all(np.isfinite(v) for k, v in evals[-1].items() if k.startswith("eval/"))

@@ -20,6 +20,8 @@ over devices.
 """
 from __future__ import annotations
 
+import functools
+import json
 from typing import Callable, NamedTuple
 
 import jax
@@ -259,6 +261,25 @@ def cem_search(energy_fn: Callable[[jnp.ndarray], jnp.ndarray], key: jax.Array,
   return PlanResult(final_action(mean, cfg), mean, std, log)
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _plan(graphdef, cfg_json: str, sample_sharding: NamedSharding | None, params, context,
+          states, actions, goal, key) -> PlanResult:
+  """The compiled plan. Static arguments make equal models and configs share one executable."""
+  cfg = ml_collections.ConfigDict(json.loads(cfg_json))
+  if sample_sharding is None:
+    constrain = lambda x: x  # noqa: E731
+  else:
+    constrain = lambda x: jax.lax.with_sharding_constraint(x, sample_sharding)  # noqa: E731
+  model = nnx.merge(graphdef, params)
+  ctx = rollout.prepare_context(model, context, states, actions)
+  frame = context[:, -model.tokens_per_frame:]
+
+  def energy_fn(candidates):
+    return rollout_energy(model, ctx, candidates, states[0, -1], goal, cfg, frame)
+
+  return cem_search(energy_fn, key, cfg, constrain)
+
+
 class PlanFunction:
   """The whole plan compiled into one function, with the predictor's parameters bound.
 
@@ -267,9 +288,10 @@ class PlanFunction:
   last context frame is the current observation and `states[0, -1]` the current pose.
 
   Attributes:
-    fn: the jitted pure function `fn(params, context, states, actions, goal, key)` (for
-      `.lower(...)`, cost analysis, or calling with other parameters).
+    fn: the compiled pure function `fn(params, context, states, actions, goal, key)` (to call
+      with other parameters; `lower` gives its lowering).
     params: the predictor's parameter state, placed for the mesh.
+    cfg: the config with the sample chunk resolved.
   """
 
   def __init__(self, predictor: ACPredictor, cfg: ml_collections.ConfigDict,
@@ -279,8 +301,8 @@ class PlanFunction:
     validate(cfg)
     cfg = cfg.copy_and_resolve_references()
     graphdef, params = nnx.split(predictor)
-    constrain = lambda x: x  # noqa: E731
     self._replicated = None
+    sharding = None
     size = 1
     if mesh is not None:
       axis = sample_axis or mesh.axis_names[0]
@@ -294,20 +316,13 @@ class PlanFunction:
       sharding = NamedSharding(mesh, P(axis))
       self._replicated = NamedSharding(mesh, P())
       params = jax.device_put(params, self._replicated)
-      constrain = lambda x: jax.lax.with_sharding_constraint(x, sharding)  # noqa: E731
     self.params = params
+    self._static = (graphdef, cfg.to_json(sort_keys=True), sharding)
+    self.fn = functools.partial(_plan, *self._static)
 
-    def plan(params, context, states, actions, goal, key):
-      model = nnx.merge(graphdef, params)
-      ctx = rollout.prepare_context(model, context, states, actions)
-      frame = context[:, -model.tokens_per_frame:]
-
-      def energy_fn(actions):
-        return rollout_energy(model, ctx, actions, states[0, -1], goal, cfg, frame)
-
-      return cem_search(energy_fn, key, cfg, constrain)
-
-    self.fn = jax.jit(plan)
+  def lower(self, *args):
+    """`jax.jit(...).lower` of `fn` (same arguments), for compilation and cost analysis."""
+    return _plan.lower(*self._static, *args)
 
   def place(self, *arrays):
     """Puts inputs where the compiled function expects them (replicated over the mesh)."""

@@ -16,6 +16,7 @@ sub-goals; `Planner.follow` runs a closed loop over it with caller-supplied `obs
 from __future__ import annotations
 
 import collections
+import functools
 import hashlib
 from typing import Any, Callable, Sequence
 
@@ -58,6 +59,12 @@ def preprocess_frames(frames: jnp.ndarray, size: int) -> jnp.ndarray:
 def encode_latents(encoder: VisionTransformer, frames: jnp.ndarray, size: int) -> jnp.ndarray:
   """uint8 frames `[B, T, H, W, 3]` -> layer-normed per-frame tokens `[B, T*h*w, D]`."""
   return layers.layer_norm_no_affine(encode_frames(encoder, preprocess_frames(frames, size)))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _encode(graphdef, size: int, params, frames: jnp.ndarray) -> jnp.ndarray:
+  """uint8 `[T, H, W, 3]` -> `[T*h*w, D]` (static graphdef: one executable per model shape)."""
+  return encode_latents(nnx.merge(graphdef, params), frames[None], size)[0]
 
 
 def _module(model: Any) -> nnx.Module:
@@ -124,14 +131,7 @@ class Planner:
     self.image_size = predictor.cfg.img_size
     self.tokens_per_frame = predictor.tokens_per_frame
     self.plan_function = cem.PlanFunction(predictor, self.cfg, mesh=mesh, sample_axis=sample_axis)
-    graphdef, self._enc_params = nnx.split(encoder)
-    size = self.image_size
-
-    @jax.jit
-    def encode(params, frames):
-      return encode_latents(nnx.merge(graphdef, params), frames[None], size)[0]
-
-    self._encode = encode
+    self._enc_graphdef, self._enc_params = nnx.split(encoder)
     self._goals: collections.OrderedDict[tuple, jnp.ndarray] = collections.OrderedDict()
     self._goal_cache_size = goal_cache_size
     self._key = jax.random.key(self.cfg.seed)
@@ -147,7 +147,7 @@ class Planner:
       frames = frames[None]
     if frames.ndim != 4 or frames.shape[-1] != 3:
       raise ValueError(f"frames must be [H, W, 3] or [T, H, W, 3], got {frames.shape}")
-    return self._encode(self._enc_params, frames)
+    return _encode(self._enc_graphdef, self.image_size, self._enc_params, frames)
 
   def goal_latent(self, goal_frame: np.ndarray) -> jnp.ndarray:
     """Encoded goal, cached by image content."""

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from etils import epath
+from flax import nnx
 
 from vjepa_jax import distributed
 from vjepa_jax.models import configs as model_configs
@@ -116,6 +117,20 @@ class Setup(NamedTuple):
   base_dir: str
   base_sha: str
   adapted: list
+  graphdef: object         # with `rest`, rebuilds the model from (trainable, frozen)
+  rest: object
+
+
+def periodic_eval(cfg: ml_collections.ConfigDict, model) -> dict[str, float]:
+  """Held-out metrics (`vjepa_jax.evaluate`) of the current model on `data.split="val"`."""
+  from vjepa_jax import evaluate
+  from vjepa_jax.data import droid
+  data = ml_collections.ConfigDict(cfg.data.to_dict())
+  # Square host-resized frames: the evaluation preprocessing then only normalises them.
+  data.update(split="val", num_epochs=1, deterministic=True, shuffle=False,
+              resize_on_host=True, process_index=0, process_count=1)
+  batches = droid.batch_iterator(droid.make_clip_dataset(data), cfg.eval.batch_size)
+  return evaluate.run(model.encoder, model.predictor, batches, cfg.eval)
 
 
 def setup(cfg: ml_collections.ConfigDict, workdir: str, mesh) -> Setup:
@@ -148,7 +163,7 @@ def setup(cfg: ml_collections.ConfigDict, workdir: str, mesh) -> Setup:
   step_fn = jax.jit(step_lib.make_train_step(graphdef, cfg.mode, rest, cfg, tx),
                     in_shardings=(state_sh, frozen_sh, sharding.batch_sharding(mesh)),
                     out_shardings=(state_sh, repl), donate_argnums=(0,))
-  return Setup(state, frozen, step_fn, mesh, base_dir, base_sha, adapted)
+  return Setup(state, frozen, step_fn, mesh, base_dir, base_sha, adapted, graphdef, rest)
 
 
 def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -158,7 +173,15 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   mesh = sharding.make_mesh(cfg.mesh)
   writer_ok = jax.process_index() == 0
   epath.Path(workdir).mkdir(parents=True, exist_ok=True)
-  state, frozen, step_fn, mesh, base_dir, base_sha, adapted = setup(cfg, workdir, mesh)
+  (state, frozen, step_fn, mesh, base_dir, base_sha, adapted, graphdef,
+   rest) = setup(cfg, workdir, mesh)
+  eval_every = cfg.eval.every
+  if eval_every and jax.process_count() > 1:
+    logging.warning("periodic evaluation runs in single-process jobs; evaluate checkpoints with "
+                    "python -m vjepa_jax.evaluate --workdir instead")
+    eval_every = 0
+  if eval_every and cfg.data.val_fraction == 0.0:
+    raise ValueError("eval.every > 0 needs held-out episodes: set data.val_fraction > 0")
 
   ckpt = ckpt_lib.Checkpointer(workdir, cfg.checkpoint.every, cfg.checkpoint.keep,
                                cfg.checkpoint.async_save)
@@ -244,6 +267,12 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
           print(f"step {done}/{total} loss {last['loss']:.4f} (tf {last['jloss']:.4f} "
                 f"ar {last['sloss']:.4f}) lr {last['lr']:.2e} {last['clips_per_s']:.1f} clips/s "
                 f"{step_time * 1e3:.0f} ms/step eta {eta / 60:.1f} min{mfu}", flush=True)
+      if eval_every and (done % eval_every == 0 or done == total):
+        scalars = periodic_eval(cfg, nnx.merge(graphdef, state.trainable, frozen, rest))
+        writer.write(done, scalars)
+        if writer_ok:
+          print(f"eval step {done}: " + " ".join(f"{k.split('/')[-1]} {v:.4g}"
+                                                 for k, v in sorted(scalars.items())), flush=True)
       ckpt.save(done, state, meta_for(done), force=stopping or done == total)
       if stopping:
         logging.warning("received signal %s: saved step %d, exiting", stop["signal"], done)
