@@ -1,4 +1,5 @@
-"""The cached, context-sharing rollout equals the AC predictor run on the full sequence.
+"""The cached, context-sharing rollout (and the CEM energy on it) equals the AC predictor run on
+the full sequence.
 
 Uses the official tiny checkpoint (random weights far from init: non-zero biases, non-unit
 LayerNorms), so every term of the step-wise re-statement (RoPE positions of each step, the
@@ -13,6 +14,7 @@ from flax import nnx
 
 import vjepa2_tiny as fx
 from vjepa_jax.models import layers
+from vjepa_jax.planning import cem
 from vjepa_jax.planning import poses
 from vjepa_jax.planning import rollout
 from weights_conversion import load_official_checkpoint
@@ -74,11 +76,15 @@ def test_cached_steps_equal_full_predictor(predictor, history, horizon):
                                err_msg=f"horizon {h + 1}")
 
 
-def test_autoregressive_rollout_equals_repeated_full_calls(predictor):
+def test_rollout_and_energy_equal_the_official_world_model_loop(predictor):
   """`rollout.rollout` == the official loop (predictor on all frames so far, keep the last
-  frame, layer norm, integrate the pose), horizon 2, with and without context sharing."""
+  frame, layer norm, integrate the pose), horizon 2, with and without context sharing; and the
+  CEM energy (samples rolled out in chunks of 2) == mean |last prediction - goal|."""
   hw, horizon = predictor.tokens_per_frame, 2
   tokens, actions, states = _inputs(predictor, 4, horizon, 0, seed=1)
+  goal = np.asarray(layers.layer_norm_no_affine(jnp.asarray(tokens[0, hw:])))
+  cfg = cem.default_config()
+  cfg.sample_chunk = 2
 
   def both(model, tokens, actions, states):
     frames, pose_traj = tokens[:, :hw], states[:, :1]
@@ -91,12 +97,16 @@ def test_autoregressive_rollout_equals_repeated_full_calls(predictor):
     ours = [rollout.rollout(model, ctx, actions, states[0, 0], poses.integrate_pose,
                             reuse_context=reuse, context_frame=tokens[:1, :hw])
             for reuse in (True, False)]
-    return z, ours
+    energy = cem.rollout_energy(model, ctx, actions, states[0, 0], goal, cfg)
+    return z, ours, energy
 
-  want, ours = _jit(predictor, both)(tokens, actions, states)
+  want, ours, energy = _jit(predictor, both)(tokens, actions, states)
   for got in ours:
     # Autoregressive steps compound float32 round-off through the layer norms.
     np.testing.assert_allclose(got, want, atol=2 * ATOL, rtol=0)
+  np.testing.assert_allclose(energy, np.abs(np.asarray(want) - goal).mean(axis=(1, 2)),
+                             atol=1e-6, rtol=0)
+  assert np.ptp(np.asarray(energy)) > 1e-4, "energies do not depend on the action"
 
 
 def test_context_shape_errors(predictor):
