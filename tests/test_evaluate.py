@@ -112,7 +112,8 @@ def test_prediction_errors_match_direct_computation(models):
 
 
 def test_run_and_outputs(models, tmp_path):
-  """`run` yields every documented metric (finite); `write_outputs` writes all artefacts."""
+  """`run` yields every documented metric (finite); `write_outputs` writes all artefacts,
+  including a baseline comparison."""
   encoder, predictor = models
   cfg = evaluate.default_config()
   # Same settings as the CLI test below, which then reuses these executables.
@@ -128,9 +129,11 @@ def test_run_and_outputs(models, tmp_path):
   assert results.inferred.shape == (6, 7)
   assert len(results.landscapes) == 2 and results.landscapes[0]["energy"].shape == (15, 15)
   assert evaluate.run(encoder, predictor, batches[:1], cfg)["eval/num_clips"] == 2
-  evaluate.write_outputs(results, str(tmp_path), step=7)
+  evaluate.write_outputs(results, str(tmp_path), step=7, baseline=results)
   report = json.loads((tmp_path / "report.json").read_text())
   assert report["step"] == 7 and report["scalars"] == pytest.approx(s)
+  assert report["baseline_scalars"] == pytest.approx(s)
+  assert all(v == 0 for v in report["minus_baseline"].values())
   assert (tmp_path / "rollout_l1.png").stat().st_size > 0
   assert (tmp_path / "energy_landscape_0.png").stat().st_size > 0
   assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))

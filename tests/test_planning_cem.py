@@ -79,11 +79,15 @@ def test_update_rule_matches_official_restatement():
 
 
 def test_final_action_rounds_small_gripper_and_zeroes_rotation():
+  """|gripper| < 0.25 -> 0 (official rounding); unsearched rotations are 0 unless fixed."""
   cfg = default_config()
   mean = jnp.array([[0.01, 0.02, 0.03, 0.2], [0.01, 0.02, 0.03, -0.3]])
   out = np.asarray(cem.final_action(mean, cfg))
   np.testing.assert_array_equal(out[:, 3:6], 0.0)
+  np.testing.assert_allclose(out[:, :3], mean[:, :3])
   assert out[0, 6] == 0.0 and out[1, 6] == pytest.approx(-0.3)
+  cfg.fixed_axes = ((4, 0.02),)
+  np.testing.assert_allclose(np.asarray(cem.final_action(mean, cfg))[:, 4], 0.02)
 
 
 def test_to_actions_bounds_fixed_axes_and_close_gripper():

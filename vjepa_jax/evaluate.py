@@ -1,7 +1,12 @@
-"""Offline evaluation of a V-JEPA 2-AC world model on held-out clips: no robot needed.
+r"""Offline evaluation of a V-JEPA 2-AC world model on held-out clips: no robot needed.
 
   python -m vjepa_jax.evaluate --data gs://.../droid/1.0.1 --converted converted/vitg-ac --out eval/
   python -m vjepa_jax.evaluate --data DIR --workdir runs/finetune --out eval/
+  python -m vjepa_jax.evaluate --data DIR --workdir runs/finetune --converted converted/vitg-ac \
+      --out eval/
+
+With both `--workdir` and `--converted` the fine-tune is evaluated and the converted (base)
+model is scored on the same clips as a baseline: the report shows both and their differences.
 
 Metrics (all on layer-normed per-frame encoder latents, as the model is trained and used):
 
@@ -35,6 +40,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import itertools
 import json
 import pathlib
 import sys
@@ -343,13 +349,18 @@ def run(encoder: Any, predictor: Any, batches: Iterable[Mapping[str, np.ndarray]
   return compute(encoder, predictor, batches, cfg).scalars
 
 
-def plot_rollout(path: str, rollout_l1: np.ndarray) -> None:
+def plot_rollout(path: str, rollout_l1: np.ndarray,
+                 baseline: np.ndarray | None = None) -> None:
+  """Rollout error vs horizon (and the baseline model's, if given)."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   fig, ax = plt.subplots(figsize=(4.5, 3.2))
   h = np.arange(1, len(rollout_l1) + 1)
-  ax.plot(h, rollout_l1, marker="o")
+  ax.plot(h, rollout_l1, marker="o", label="evaluated model")
+  if baseline is not None:
+    ax.plot(h[:len(baseline)], baseline[:len(h)], marker="s", linestyle="--", label="baseline")
+    ax.legend(fontsize=8)
   ax.set_xlabel("rollout horizon (steps)")
   ax.set_ylabel("L1 to true latent")
   ax.set_xticks(h)
@@ -391,8 +402,14 @@ def write_tensorboard(logdir: str, scalars: Mapping[str, float], step: int) -> N
 
 
 def write_outputs(results: Results, out_dir: str, step: int = 0,
-                  extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-  """Writes `report.json`, TensorBoard scalars and PNG figures; returns the report dict."""
+                  extra: Mapping[str, Any] | None = None,
+                  baseline: Results | None = None) -> dict[str, Any]:
+  """Writes `report.json`, TensorBoard scalars and PNG figures; returns the report dict.
+
+  With `baseline` (e.g. the base model a fine-tune started from, scored on the same batches) the
+  report also holds its scalars and the differences, and TensorBoard gets them under
+  `eval_base/`.
+  """
   out = pathlib.Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
   report = {"step": step, "scalars": results.scalars,
@@ -401,10 +418,18 @@ def write_outputs(results: Results, out_dir: str, step: int = 0,
   if results.calibration is not None:
     report["calibration"] = {k: (v.tolist() if isinstance(v, np.ndarray) else v)
                              for k, v in results.calibration.items()}
+  tb_scalars = dict(results.scalars)
+  if baseline is not None:
+    report["baseline_scalars"] = baseline.scalars
+    report["minus_baseline"] = {k: v - baseline.scalars[k] for k, v in results.scalars.items()
+                                if k in baseline.scalars}
+    tb_scalars.update({k.replace("eval/", "eval_base/", 1): v
+                       for k, v in baseline.scalars.items()})
   report.update(dict(extra or {}))
   (out / "report.json").write_text(json.dumps(report, indent=2))
-  write_tensorboard(str(out / "tensorboard"), results.scalars, step)
-  plot_rollout(str(out / "rollout_l1.png"), results.rollout_l1)
+  write_tensorboard(str(out / "tensorboard"), tb_scalars, step)
+  plot_rollout(str(out / "rollout_l1.png"), results.rollout_l1,
+               None if baseline is None else baseline.rollout_l1)
   for i, land in enumerate(results.landscapes):
     plot_landscape(str(out / f"energy_landscape_{i}.png"), land)
   return report
@@ -413,25 +438,30 @@ def write_outputs(results: Results, out_dir: str, step: int = 0,
 # -- Command line ----------------------------------------------------------------------------
 
 
-def _load_models(args: argparse.Namespace):
-  if bool(args.converted) == bool(args.workdir):
-    raise ValueError("give exactly one of --converted (converted checkpoint directory) or "
-                     "--workdir (training run)")
+def _load_models(args: argparse.Namespace) -> list[tuple[str, Any, Any]]:
+  """[(name, encoder, predictor)]: the model to evaluate first, then the baseline if any."""
+  if not (args.converted or args.workdir):
+    raise ValueError("give --converted (converted checkpoint directory) and/or --workdir "
+                     "(training run)")
+  out = []
   if args.workdir:
     from vjepa_jax.train import checkpoint
-    return checkpoint.load_models(args.workdir, merge=True)
-  from vjepa_jax.models import pretrained
-  models = pretrained.load_converted(args.converted)
-  if "predictor" not in models:
-    raise ValueError(f"{args.converted} has no AC predictor to evaluate")
-  return models["encoder"], models["predictor"]
+    out.append((args.workdir, *checkpoint.load_models(args.workdir, merge=True)))
+  if args.converted:
+    from vjepa_jax.models import pretrained
+    models = pretrained.load_converted(args.converted)
+    if "predictor" not in models:
+      raise ValueError(f"{args.converted} has no AC predictor to evaluate")
+    out.append((args.converted, models["encoder"], models["predictor"]))
+  return out
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   p = argparse.ArgumentParser(prog="python -m vjepa_jax.evaluate", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--data", required=True, help="DROID TFDS version directory")
-  p.add_argument("--converted", help="converted vjepa-jax checkpoint directory")
+  p.add_argument("--converted", help="converted vjepa-jax checkpoint directory (the baseline "
+                 "when --workdir is also given)")
   p.add_argument("--workdir", help="vjepa-jax training run (latest checkpoint)")
   p.add_argument("--out", required=True, help="output directory")
   p.add_argument("--split", default="val", choices=("val", "train", "all"),
@@ -452,10 +482,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
   args = parse_args(argv)
   from vjepa_jax.data import droid
-  encoder, predictor = _load_models(args)
+  models = _load_models(args)
   data = droid.default_config()
   data.update(dict(path=args.data, split=args.split, frames_per_clip=args.frames,
-                   image_size=_module(predictor).cfg.img_size, shuffle=False,
+                   image_size=_module(models[0][2]).cfg.img_size, shuffle=False,
                    deterministic=True, num_epochs=1))
   if args.val_fraction is not None:
     data.val_fraction = args.val_fraction
@@ -465,13 +495,19 @@ def main(argv: Sequence[str] | None = None) -> int:
   cfg.update(dict(max_batches=args.max_batches, rollout_horizon=args.horizon,
                   search=args.search, grid_points=args.grid_points,
                   max_pairs_per_batch=args.max_pairs))
-  batches = droid.batch_iterator(droid.make_clip_dataset(data), args.batch_size)
-  results = compute(encoder, predictor, batches, cfg)
-  write_outputs(results, args.out, args.step,
-                extra={"data": args.data, "split": args.split,
-                       "weights": args.converted or args.workdir, "config": cfg.to_dict()})
-  for name, value in results.scalars.items():
-    print(f"{name:45s} {value:.6g}")
+  # Held in memory so a baseline is scored on exactly the same clips.
+  batches = list(itertools.islice(
+      droid.batch_iterator(droid.make_clip_dataset(data), args.batch_size),
+      args.max_batches or None))
+  results = [compute(encoder, predictor, batches, cfg) for _, encoder, predictor in models]
+  write_outputs(results[0], args.out, args.step,
+                extra={"data": args.data, "split": args.split, "weights": models[0][0],
+                       "baseline_weights": models[1][0] if len(models) > 1 else None,
+                       "config": cfg.to_dict()},
+                baseline=results[1] if len(results) > 1 else None)
+  for name, value in results[0].scalars.items():
+    base = f"   (baseline {results[1].scalars[name]:.6g})" if len(results) > 1 else ""
+    print(f"{name:45s} {value:.6g}{base}")
   print(f"wrote {args.out}/report.json, tensorboard/, *.png")
   return 0
 

@@ -15,8 +15,8 @@ Semantics are the official planner's (`notebooks/utils/mpc_utils.cem`):
 - The plan is the final mean, with a gripper delta below `gripper_round` in magnitude set to 0.
 
 Everything (sampling, rollout, pose integration, top-k, the iterations) runs inside one
-`jax.jit`-compiled function built by `make_plan_fn`; samples are the batch axis and can be sharded
-over devices.
+`jax.jit`-compiled function (`PlanFunction`); samples are the batch axis and can be sharded over
+devices.
 """
 from __future__ import annotations
 
@@ -40,9 +40,10 @@ from vjepa_jax.planning import rollout
 XYZ, ROT, GRIPPER = (0, 1, 2), (3, 4, 5), 6
 
 # Official settings. "paper": the V-JEPA 2 paper's robot experiments (800 samples, 10 iterations,
-# top-10, horizon 1, actions within a 0.075 m ball per step). "wrapper": the defaults of the
-# official `WorldModel.mpc_args`. "cem_function": the defaults in the signature of the official
-# `cem`. "notebook": the energy-landscape notebook's quick CPU demo.
+# top-10, horizon 1, actions within a 0.075 m ball per step); the paper gives no momenta, so they
+# are the official `WorldModel` defaults. "wrapper": the defaults of the official
+# `WorldModel.mpc_args`. "cem_function": the defaults in the signature of the official `cem`.
+# "notebook": the energy-landscape notebook's quick CPU demo.
 PRESETS = {
     "paper": dict(samples=800, iterations=10, topk=10, horizon=1, momentum_mean=0.15,
                   momentum_std=0.15, momentum_mean_gripper=0.15, momentum_std_gripper=0.15,
@@ -81,7 +82,7 @@ def default_config(preset: str = "paper") -> ml_collections.ConfigDict:
     close_gripper: if set, the gripper delta is 1 from this horizon step on (official).
     sample_chunk: roll the samples out in chunks of this size (must divide `samples`); 0 = all
       at once; -1 = automatic: chunks of at most 64 samples on CPU (activations then stay in
-      cache, measured 1.5-2x faster than one 800-sample batch on 2 cores), all at once on
+      cache; about 2x faster than one 800-sample batch on 2 cores), all at once on
       accelerators.
     reuse_context: share the context step's sample-independent work across samples
       (see `rollout`); False recomputes it per sample as the official planner does.
@@ -187,8 +188,11 @@ def momenta(cfg: ml_collections.ConfigDict) -> tuple[np.ndarray, np.ndarray]:
 
 
 def final_action(mean: jnp.ndarray, cfg: ml_collections.ConfigDict) -> jnp.ndarray:
-  """Plan `[H, 7]` from the final mean: rotations 0 unless searched, small gripper rounded to 0."""
+  """Plan `[H, 7]` from the final mean: rotations 0 unless searched or fixed, fixed axes at their
+  values, a small gripper delta rounded to 0."""
   full = jnp.zeros(mean.shape[:-1] + (7,), mean.dtype).at[..., list(search_dims(cfg))].set(mean)
+  for axis, value in cfg.fixed_axes:
+    full = full.at[..., axis].set(value)
   g = full[..., GRIPPER]
   return full.at[..., GRIPPER].set(jnp.where(jnp.abs(g) < cfg.gripper_round, 0.0, g))
 

@@ -22,6 +22,8 @@ def wsd_lr(step, *, start_lr: float, ref_lr: float, final_lr: float, warmup_step
   stable_end = total_steps - anneal_steps
   warm = start_lr + step / max(1, warmup_steps) * (ref_lr - start_lr)
   decay = ref_lr + (step - stable_end) / max(1, anneal_steps) * (final_lr - ref_lr)
+  # A fused multiply-add can overshoot final_lr by ~1e-10 at the last step (a negative LR).
+  decay = jnp.clip(decay, min(ref_lr, final_lr), max(ref_lr, final_lr))
   return jnp.where(step < warmup_steps, warm, jnp.where(step < stable_end, ref_lr, decay))
 
 
