@@ -106,14 +106,14 @@ def _module(model: Any) -> nnx.Module:
 @functools.partial(jax.jit, static_argnums=(0, 2))
 def _encode(graphdef, params, size: int, video: jnp.ndarray) -> jnp.ndarray:
   """uint8 `[B, T, S, S, 3]` -> layer-normed latents `[B, T, h*w, D]`."""
-  z = planner_lib.encode_latents(nnx.merge(graphdef, params), video, size)
+  z = planner_lib.encode_latents(planner_lib.inference_model(graphdef, params), video, size)
   return z.reshape(video.shape[:2] + (-1, z.shape[-1]))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 5))
 def _prediction_errors(graphdef, params, z, actions, states, horizon: int):
   """Teacher-forcing L1 `[B]` and rollout L1 `[B, horizon]`."""
-  model = nnx.merge(graphdef, params)
+  model = planner_lib.inference_model(graphdef, params)
   b, t, hw, d = z.shape
   pred = model(z[:, :-1].reshape(b, -1, d), actions, states[:, :-1])
   pred = layers.layer_norm_no_affine(pred).reshape(b, t - 1, hw, d)
@@ -139,7 +139,7 @@ def _pair_energies(model, context, pose, goal, candidates, chunk: int):
 def _grid_search(graphdef, params, context, pose, goal, candidates, chunk: int):
   """Per pair (`context`, `goal` `[N, h*w, D]`, `pose` `[N, 7]`): the lowest-energy candidate
   `[N, 7]` and its energy `[N]`."""
-  model = nnx.merge(graphdef, params)
+  model = planner_lib.inference_model(graphdef, params)
 
   def one(args):
     e = _pair_energies(model, *args, candidates, chunk)
@@ -151,7 +151,7 @@ def _grid_search(graphdef, params, context, pose, goal, candidates, chunk: int):
 
 @functools.partial(jax.jit, static_argnums=(0, 6))
 def _cem_search(graphdef, params, context, pose, goal, keys, cfg_json: str):
-  model = nnx.merge(graphdef, params)
+  model = planner_lib.inference_model(graphdef, params)
   cfg = ml_collections.ConfigDict(json.loads(cfg_json))
 
   def one(args):
@@ -167,7 +167,7 @@ def _cem_search(graphdef, params, context, pose, goal, keys, cfg_json: str):
 @functools.partial(jax.jit, static_argnums=(0, 6))
 def _landscape(graphdef, params, context, pose, goal, candidates, chunk: int):
   """Energies `[N, C]` of per-pair candidates `[N, C, 7]`."""
-  model = nnx.merge(graphdef, params)
+  model = planner_lib.inference_model(graphdef, params)
   return jax.lax.map(lambda a: _pair_energies(model, *a[:3], a[3], chunk),
                      (context, pose, goal, candidates))
 

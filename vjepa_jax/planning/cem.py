@@ -275,6 +275,7 @@ def _plan(graphdef, cfg_json: str, sample_sharding: NamedSharding | None, params
   else:
     constrain = lambda x: jax.lax.with_sharding_constraint(x, sample_sharding)  # noqa: E731
   model = nnx.merge(graphdef, params)
+  model.eval()  # inference mode inside the trace only (no dropout in LoRA adapters)
   ctx = rollout.prepare_context(model, context, states, actions)
   frame = context[:, -model.tokens_per_frame:]
 

@@ -61,10 +61,18 @@ def encode_latents(encoder: VisionTransformer, frames: jnp.ndarray, size: int) -
   return layers.layer_norm_no_affine(encode_frames(encoder, preprocess_frames(frames, size)))
 
 
+def inference_model(graphdef, params) -> nnx.Module:
+  """The module rebuilt inside a traced function, in inference mode (dropout of LoRA adapters
+  off) without touching the caller's module."""
+  model = nnx.merge(graphdef, params)
+  model.eval()
+  return model
+
+
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _encode(graphdef, size: int, params, frames: jnp.ndarray) -> jnp.ndarray:
   """uint8 `[T, H, W, 3]` -> `[T*h*w, D]` (static graphdef: one executable per model shape)."""
-  return encode_latents(nnx.merge(graphdef, params), frames[None], size)[0]
+  return encode_latents(inference_model(graphdef, params), frames[None], size)[0]
 
 
 def _module(model: Any) -> nnx.Module:
