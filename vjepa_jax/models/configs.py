@@ -10,15 +10,13 @@ import dataclasses
 
 
 @dataclasses.dataclass(frozen=True)
-class EncoderConfig:
-  """V-JEPA 2 video encoder. `img_size` is informative: RoPE makes the weights size-agnostic."""
-  embed_dim: int = 1024
+class _Transformer:
+  """Fields shared by both models: block stack, tokenisation, numerics."""
   depth: int = 24
   num_heads: int = 16
   mlp_hidden: int = 4096
   patch_size: int = 16
   tubelet_size: int = 2
-  in_chans: int = 3
   img_size: int = 256
   norm_eps: float = 1e-6
   rope_mode: str = "official"
@@ -26,16 +24,23 @@ class EncoderConfig:
   attention_impl: str = "xla"
   remat: bool = False
 
-  @property
-  def head_dim(self) -> int:
-    return self.embed_dim // self.num_heads
-
-  def replace(self, **kw) -> "EncoderConfig":
+  def replace(self, **kw):
     return dataclasses.replace(self, **kw)
 
 
 @dataclasses.dataclass(frozen=True)
-class PredictorConfig:
+class EncoderConfig(_Transformer):
+  """V-JEPA 2 video encoder. `img_size` is informative: RoPE makes the weights size-agnostic."""
+  embed_dim: int = 1024
+  in_chans: int = 3
+
+  @property
+  def head_dim(self) -> int:
+    return self.embed_dim // self.num_heads
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictorConfig(_Transformer):
   """V-JEPA 2-AC action-conditioned predictor.
 
   `img_size` fixes the patch grid the predictor was built for (it only runs at that grid);
@@ -43,19 +48,8 @@ class PredictorConfig:
   """
   embed_dim: int = 1408
   predictor_embed_dim: int = 1024
-  depth: int = 24
-  num_heads: int = 16
-  mlp_hidden: int = 4096
-  patch_size: int = 16
-  tubelet_size: int = 2
-  img_size: int = 256
   action_dim: int = 7
   is_frame_causal: bool = True
-  norm_eps: float = 1e-6
-  rope_mode: str = "official"
-  dtype: str = "float32"
-  attention_impl: str = "xla"
-  remat: bool = False
 
   @property
   def head_dim(self) -> int:
@@ -64,9 +58,6 @@ class PredictorConfig:
   @property
   def grid(self) -> tuple[int, int]:
     return self.img_size // self.patch_size, self.img_size // self.patch_size
-
-  def replace(self, **kw) -> "PredictorConfig":
-    return dataclasses.replace(self, **kw)
 
 
 ENCODERS = {
