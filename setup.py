@@ -17,7 +17,7 @@ setuptools.setup(
     description="V-JEPA 2 / V-JEPA 2-AC in JAX/Flax: fine-tune on DROID RLDS and plan robot actions",
     long_description=(HERE / "README.md").read_text() if (HERE / "README.md").exists() else "",
     long_description_content_type="text/markdown",
-    python_requires=">=3.10",
+    python_requires=">=3.11",
     packages=setuptools.find_packages(include=["vjepa_jax", "vjepa_jax.*", "weights_conversion",
                                                "weights_conversion.*"]),
     install_requires=_requirements(),
