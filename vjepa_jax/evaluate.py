@@ -96,10 +96,6 @@ def default_config() -> ml_collections.ConfigDict:
   return c
 
 
-def _module(model: Any) -> nnx.Module:
-  return getattr(model, "module", model)
-
-
 # -- Compiled pieces (graph definitions are static, so each model structure compiles once) ----
 
 
@@ -267,7 +263,7 @@ def compute(encoder: Any, predictor: Any, batches: Iterable[Mapping[str, np.ndar
   cfg = default_config() if cfg is None else cfg
   if cfg.search not in SEARCHES:
     raise ValueError(f"search must be one of {SEARCHES}, got {cfg.search!r}")
-  encoder, predictor = _module(encoder), _module(predictor)
+  encoder, predictor = planner_lib.module_of(encoder), planner_lib.module_of(predictor)
   enc_def, enc_params = nnx.split(encoder)
   pred_def, pred_params = nnx.split(predictor)
   size = predictor.cfg.img_size
@@ -485,7 +481,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   models = _load_models(args)
   data = droid.default_config()
   data.update(dict(path=args.data, split=args.split, frames_per_clip=args.frames,
-                   image_size=_module(models[0][2]).cfg.img_size, shuffle=False,
+                   image_size=planner_lib.module_of(models[0][2]).cfg.img_size, shuffle=False,
                    deterministic=True, num_epochs=1))
   if args.val_fraction is not None:
     data.val_fraction = args.val_fraction

@@ -85,10 +85,7 @@ class LayerNorm(nnx.Module):
 
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     ct = jnp.promote_types(x.dtype, jnp.float32)
-    xf = x.astype(ct)
-    mean = xf.mean(-1, keepdims=True)
-    var = jnp.square(xf - mean).mean(-1, keepdims=True)
-    y = (xf - mean) * jax.lax.rsqrt(var + self.eps)
+    y = layer_norm_no_affine(x.astype(ct), self.eps)
     y = y * self.scale[...].astype(ct) + self.bias[...].astype(ct)
     return y.astype(self.dtype)
 

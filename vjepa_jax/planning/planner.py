@@ -75,7 +75,7 @@ def _encode(graphdef, size: int, params, frames: jnp.ndarray) -> jnp.ndarray:
   return encode_latents(inference_model(graphdef, params), frames[None], size)[0]
 
 
-def _module(model: Any) -> nnx.Module:
+def module_of(model: Any) -> nnx.Module:
   """Accepts an NNX module or a `models.pretrained.Loaded` wrapper."""
   return getattr(model, "module", model)
 
@@ -130,7 +130,7 @@ class Planner:
   def __init__(self, encoder: Any, predictor: Any, cfg: ml_collections.ConfigDict | None = None,
                *, mesh=None, sample_axis: str | None = None, goal_cache_size: int = 16):
     self.cfg = cem.default_config() if cfg is None else cfg
-    encoder, predictor = _module(encoder), _module(predictor)
+    encoder, predictor = module_of(encoder), module_of(predictor)
     if not isinstance(predictor, ACPredictor):
       raise ValueError(f"predictor must be an ACPredictor, got {type(predictor).__name__}")
     if encoder.cfg.embed_dim != predictor.cfg.embed_dim:

@@ -38,21 +38,28 @@ PARAM_AXES = (
 )
 
 
-def make_mesh(cfg: ml_collections.ConfigDict, devices=None) -> Mesh:
-  """Mesh from `cfg.data`, `cfg.fsdp`, `cfg.tensor` sizes; one of them may be -1 (fill)."""
-  devices = list(jax.devices() if devices is None else devices)
+def mesh_shape(cfg: ml_collections.ConfigDict, num_devices: int) -> dict[str, int]:
+  """{axis: size} from `cfg.data`, `cfg.fsdp`, `cfg.tensor`; one of them may be -1 (fill)."""
   sizes = [int(cfg.get(a, 1)) for a in AXES]
   if sizes.count(-1) > 1:
     raise ValueError(f"at most one mesh axis may be -1, got {dict(zip(AXES, sizes))}")
   known = int(np.prod([s for s in sizes if s != -1]))
   if -1 in sizes:
-    if len(devices) % known:
-      raise ValueError(f"{len(devices)} devices do not divide into mesh {dict(zip(AXES, sizes))}")
-    sizes[sizes.index(-1)] = len(devices) // known
-  if int(np.prod(sizes)) != len(devices):
+    if num_devices % known:
+      raise ValueError(f"{num_devices} devices do not divide into mesh "
+                       f"{dict(zip(AXES, sizes))}")
+    sizes[sizes.index(-1)] = num_devices // known
+  if int(np.prod(sizes)) != num_devices:
     raise ValueError(f"mesh {dict(zip(AXES, sizes))} needs {int(np.prod(sizes))} devices, "
-                     f"{len(devices)} available")
-  arr = np.asarray(devices).reshape(sizes)
+                     f"{num_devices} available")
+  return dict(zip(AXES, sizes))
+
+
+def make_mesh(cfg: ml_collections.ConfigDict, devices=None) -> Mesh:
+  """Mesh over `devices` (default: all) with the sizes of `mesh_shape`."""
+  devices = list(jax.devices() if devices is None else devices)
+  shape = mesh_shape(cfg, len(devices))
+  arr = np.asarray(devices).reshape([shape[a] for a in AXES])
   return Mesh(arr, AXES, axis_types=(AxisType.Auto,) * len(AXES))
 
 

@@ -1,4 +1,4 @@
-"""The pure, sharded V-JEPA 2-AC train step: `train_step(state, frozen, batch) -> state, metrics`."""
+"""The sharded V-JEPA 2-AC train step: `train_step(state, frozen, batch) -> state, metrics`."""
 from __future__ import annotations
 
 from typing import Any, NamedTuple

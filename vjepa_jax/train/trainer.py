@@ -43,19 +43,15 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int, process_count: in
     errors.append(f"mode must be one of {model_lib.MODES}, got {cfg.mode!r}")
   if cfg.batch_size % process_count:
     errors.append(f"batch_size {cfg.batch_size} is not divisible by the {process_count} processes")
-  mesh_sizes = [int(cfg.mesh.get(a, 1)) for a in sharding.AXES]
-  known = int(np.prod([s for s in mesh_sizes if s != -1]))
-  dp = known if -1 not in mesh_sizes else None
-  if -1 in mesh_sizes and num_devices % known == 0:
-    filled = num_devices // known
-    idx = mesh_sizes.index(-1)
-    dp = (filled if idx < 2 else 1) * int(np.prod([s for i, s in enumerate(mesh_sizes[:2])
-                                                   if s != -1]))
-  elif -1 not in mesh_sizes:
-    dp = mesh_sizes[0] * mesh_sizes[1]
-  if dp and cfg.batch_size % dp:
-    errors.append(f"batch_size {cfg.batch_size} is not divisible by the data-parallel size "
-                  f"{dp} (mesh data x fsdp)")
+  try:
+    shape = sharding.mesh_shape(cfg.mesh, num_devices)
+  except ValueError as e:
+    errors.append(str(e))
+  else:
+    dp = shape["data"] * shape["fsdp"]
+    if cfg.batch_size % dp:
+      errors.append(f"batch_size {cfg.batch_size} is not divisible by the data-parallel size "
+                    f"{dp} (mesh data x fsdp)")
   t = cfg.data.frames_per_clip
   if t < 2:
     errors.append(f"data.frames_per_clip must be >= 2, got {t}")
