@@ -13,6 +13,7 @@ import pytest
 from flax import nnx
 
 import vjepa2_tiny as fx
+from vjepa_jax.models import ac_stepwise
 from vjepa_jax.models import layers
 from vjepa_jax.planning import cem
 from vjepa_jax.planning import poses
@@ -62,7 +63,7 @@ def test_cached_steps_equal_full_predictor(predictor, history, horizon):
     outs = [out]
     past = [list(p) + seg for p, seg in zip(ctx.prefix, kv)]
     for s in range(c, steps):
-      out, kv = rollout.predict_step(model, past, tokens[:, s * hw:(s + 1) * hw], actions[:, s],
+      out, kv = ac_stepwise.predict_step(model, past, tokens[:, s * hw:(s + 1) * hw], actions[:, s],
                                      states[:, s], s)
       past = [p + [seg] for p, seg in zip(past, kv)]
       outs.append(out)

@@ -52,6 +52,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from vjepa_jax.models import ac_stepwise
 from vjepa_jax.models import layers
 from vjepa_jax.planning import cem
 from vjepa_jax.planning import planner as planner_lib
@@ -117,7 +118,7 @@ def _prediction_errors(graphdef, params, z, actions, states, horizon: int):
   past = [[] for _ in model.predictor_blocks]
   frame, errors = z[:, 0], []
   for h in range(horizon):
-    out, kv = rollout.predict_step(model, past, frame, actions[:, h], states[:, h], h)
+    out, kv = ac_stepwise.predict_step(model, past, frame, actions[:, h], states[:, h], h)
     past = [p + [seg] for p, seg in zip(past, kv)]
     frame = layers.layer_norm_no_affine(out)
     errors.append(jnp.mean(jnp.abs(frame - z[:, h + 1]), axis=(1, 2)))

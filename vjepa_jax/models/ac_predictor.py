@@ -85,7 +85,7 @@ class ACPredictor(nnx.Module):
     return t
 
   def __call__(self, tokens: jnp.ndarray, actions: jnp.ndarray, states: jnp.ndarray,
-               extrinsics: jnp.ndarray | None = None) -> jnp.ndarray:
+               extrinsics: jnp.ndarray | None = None, cache_steps: int = 0):
     """Runs the predictor.
 
     Args:
@@ -93,13 +93,20 @@ class ACPredictor(nnx.Module):
       actions: `[B, T, A]`; states: `[B, T, A]`.
       extrinsics: optional `[B, T, A-1]`; when given the model runs with 3 conditioning tokens
         per step (official `use_extrinsics=True`), otherwise with 2.
+      cache_steps: when > 0 (frame-causal models without extrinsics), also return per block the
+        (keys, values) of the first `cache_steps` time steps, `[B, H, cache_steps*(2+h*w), hd]`,
+        so that `ac_stepwise.predict_step` can continue from them.
 
     Returns:
-      `[B, T*h*w, D_enc]` predictions; the block of frame t predicts frame t+1.
+      `[B, T*h*w, D_enc]` predictions; the block of frame t predicts frame t+1. With
+      `cache_steps`, a tuple (predictions, per-block list of [(keys, values)]).
     """
     cfg, hw = self.cfg, self.tokens_per_frame
     t = self.check_inputs(tokens.shape, actions.shape, states.shape,
                           None if extrinsics is None else extrinsics.shape)
+    if cache_steps and (extrinsics is not None or not cfg.is_frame_causal or cache_steps > t):
+      raise ValueError(f"cache_steps={cache_steps} needs a frame-causal predictor, no extrinsics "
+                       f"and at most T={t} steps")
     b = tokens.shape[0]
     x = self.predictor_embed(tokens).reshape(b, t, hw, -1)
     cond = [self.action_encoder(actions), self.state_encoder(states)]
@@ -110,6 +117,9 @@ class ACPredictor(nnx.Module):
     x = x.reshape(b, t * (k + hw), -1)
     theta = sequence_angles(cfg, t, k)[None, :, None, :]
     mask = attn_lib.block_causal_mask(t, k + hw) if cfg.is_frame_causal else None
-    x = layers.run_blocks(self.predictor_blocks, x, theta, mask, cfg.remat)
+    x = layers.run_blocks(self.predictor_blocks, x, theta, mask, cfg.remat,
+                          cache_steps * (k + hw))
+    x, cache = x if cache_steps else (x, None)
     x = x.reshape(b, t, k + hw, -1)[:, :, k:].reshape(b, t * hw, -1)
-    return self.predictor_proj(self.predictor_norm(x))
+    out = self.predictor_proj(self.predictor_norm(x))
+    return (out, [[kv] for kv in cache]) if cache_steps else out

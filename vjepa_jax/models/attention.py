@@ -30,13 +30,52 @@ def dot_product_attention(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray,
   if implementation != "xla":
     raise ValueError(f"attention implementation must be one of {IMPLEMENTATIONS}, "
                      f"got {implementation!r}")
-  scale = 1.0 / np.sqrt(q.shape[-1])
+  m = None if mask is None else jnp.asarray(mask)
+  heads_first = lambda x: x.transpose(0, 2, 1, 3)  # noqa: E731
+  out = _attention(heads_first(q), heads_first(k), heads_first(v), m)
+  return heads_first(out)
+
+
+def _attention_forward(q, k, v, mask):
+  """q, k, v `[B, H, N, hd]` -> (out `[B, H, N, hd]`, probs `[B, H, N, N]` in v's dtype)."""
   acc = jnp.promote_types(q.dtype, jnp.float32)
-  logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=acc) * scale
+  scale = np.asarray(1.0 / np.sqrt(q.shape[-1]), q.dtype)
+  logits = jnp.einsum("bhqd,bhkd->bhqk", q * scale, k, preferred_element_type=acc)
   if mask is not None:
-    logits = jnp.where(jnp.asarray(mask)[None, None], logits, jnp.finfo(logits.dtype).min)
-  probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-  return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+    logits = jnp.where(mask, logits, jnp.finfo(acc).min)
+  e = jnp.exp(logits - logits.max(-1, keepdims=True))
+  probs = (e * (1.0 / e.sum(-1, keepdims=True))).astype(v.dtype)
+  return jnp.einsum("bhqk,bhkd->bhqd", probs, v), probs
+
+
+# Autodiff of the softmax attention keeps several [B, H, N, N] intermediates and, on XLA:CPU,
+# spends most of the attention backward in passes over them; the closed-form backward below
+# keeps only the probabilities and touches them three times.
+@jax.custom_vjp
+def _attention(q, k, v, mask):
+  return _attention_forward(q, k, v, mask)[0]
+
+
+def _attention_fwd(q, k, v, mask):
+  out, probs = _attention_forward(q, k, v, mask)
+  return out, (q, k, v, probs, out, mask)
+
+
+def _attention_bwd(res, d_out):
+  q, k, v, probs, out, mask = res
+  acc = jnp.promote_types(q.dtype, jnp.float32)
+  scale = np.asarray(1.0 / np.sqrt(q.shape[-1]), acc)
+  d_v = jnp.einsum("bhqk,bhqd->bhkd", probs, d_out)
+  d_probs = jnp.einsum("bhqd,bhkd->bhqk", d_out, v, preferred_element_type=acc)
+  row = jnp.sum(d_out.astype(acc) * out.astype(acc), -1, keepdims=True)
+  d_logits = (probs.astype(acc) * (d_probs - row) * scale).astype(q.dtype)
+  d_q = jnp.einsum("bhqk,bhkd->bhqd", d_logits, k)
+  d_k = jnp.einsum("bhqk,bhqd->bhkd", d_logits, q)
+  d_mask = None if mask is None else np.zeros(mask.shape, jax.dtypes.float0)
+  return d_q, d_k, d_v, d_mask
+
+
+_attention.defvjp(_attention_fwd, _attention_bwd)
 
 
 @functools.lru_cache(maxsize=64)

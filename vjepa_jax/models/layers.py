@@ -5,6 +5,7 @@ converter is a table of renames. Parameters are float32; `dtype` is the compute 
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -93,15 +94,44 @@ class LayerNorm(nnx.Module):
 def layer_norm_no_affine(x: jnp.ndarray, eps: float = 1e-5) -> jnp.ndarray:
   """Parameter-free layer norm over the last axis (the `normalize_reps` of V-JEPA 2-AC)."""
   ct = jnp.promote_types(x.dtype, jnp.float32)
-  xf = x.astype(ct)
-  mean = xf.mean(-1, keepdims=True)
-  var = jnp.square(xf - mean).mean(-1, keepdims=True)
-  return ((xf - mean) * jax.lax.rsqrt(var + eps)).astype(x.dtype)
+  return _layer_norm(x.astype(ct), float(eps)).astype(x.dtype)
+
+
+def _layer_norm_forward(x, eps):
+  centered = x - x.mean(-1, keepdims=True)
+  rstd = jax.lax.rsqrt(jnp.square(centered).mean(-1, keepdims=True) + eps)
+  return centered * rstd, rstd
+
+
+# The closed-form backward needs only the normalised output and 1/std; autodiff of the
+# mean/variance graph keeps more and, stacked over blocks, lets XLA:CPU re-fuse the residual
+# cotangents into every consumer.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _layer_norm(x, eps):
+  return _layer_norm_forward(x, eps)[0]
+
+
+def _layer_norm_fwd(x, eps):
+  y, rstd = _layer_norm_forward(x, eps)
+  return y, (y, rstd)
+
+
+def _layer_norm_bwd(eps, res, dy):
+  del eps
+  y, rstd = res
+  dx = rstd * (dy - dy.mean(-1, keepdims=True) - y * (dy * y).mean(-1, keepdims=True))
+  return (dx,)
+
+
+_layer_norm.defvjp(_layer_norm_fwd, _layer_norm_bwd)
 
 
 def gelu(x: jnp.ndarray) -> jnp.ndarray:
-  """Exact (erf) GELU, as PyTorch's `nn.GELU()`; jax.nn.gelu defaults to the tanh approximation."""
-  return jax.nn.gelu(x, approximate=False)
+  """Exact GELU x * Phi(x) with Phi from erf, as PyTorch's `nn.GELU()`.
+
+  jax.nn.gelu(approximate=False) goes through erfc, which XLA:CPU evaluates ~3x slower than erf.
+  """
+  return x * (0.5 + 0.5 * jax.lax.erf(x * np.asarray(1.0 / np.sqrt(2.0), x.dtype)))
 
 
 class Mlp(nnx.Module):
@@ -131,15 +161,28 @@ class Attention(nnx.Module):
     self.qkv = Linear(dim, 3 * dim, dtype=dtype, rngs=rngs)
     self.proj = Linear(dim, dim, dtype=dtype, rngs=rngs)
 
-  def __call__(self, x: jnp.ndarray, theta: jnp.ndarray, mask: np.ndarray | None) -> jnp.ndarray:
-    """x: `[B, N, D]`; theta: RoPE angles broadcastable to `[B, N, 1, hd]`; mask `[N, N]`."""
+  def __call__(self, x: jnp.ndarray, theta: jnp.ndarray, mask: np.ndarray | None,
+               kv_tokens: int = 0):
+    """Attention of `x` `[B, N, D]` -> `[B, N, D]`.
+
+    Args:
+      x: `[B, N, D]`.
+      theta: RoPE angles broadcastable to `[B, N, 1, hd]`.
+      mask: optional boolean `[N, N]`.
+      kv_tokens: when > 0, also return the rotated keys and the values of the first `kv_tokens`
+        tokens, head-major `[B, H, kv_tokens, hd]` (a cache for `ac_stepwise`).
+    """
     b, n, _ = x.shape
     qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim)
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
     q = rope.rotate(q, theta)
     k = rope.rotate(k, theta)
-    out = attn_lib.dot_product_attention(q, k, v, mask, self.implementation)
-    return self.proj(out.reshape(b, n, -1))
+    out = self.proj(attn_lib.dot_product_attention(q, k, v, mask, self.implementation)
+                    .reshape(b, n, -1))
+    if not kv_tokens:
+      return out
+    heads_first = lambda t: t[:, :kv_tokens].transpose(0, 2, 1, 3)  # noqa: E731
+    return out, (heads_first(k), heads_first(v))
 
 
 class Block(nnx.Module):
@@ -152,9 +195,14 @@ class Block(nnx.Module):
     self.norm2 = LayerNorm(dim, eps=eps, dtype=dtype)
     self.mlp = Mlp(dim, mlp_hidden, dtype=dtype, rngs=rngs)
 
-  def __call__(self, x: jnp.ndarray, theta: jnp.ndarray, mask: np.ndarray | None) -> jnp.ndarray:
-    x = x + self.attn(self.norm1(x), theta, mask)
-    return x + self.mlp(self.norm2(x))
+  def __call__(self, x: jnp.ndarray, theta: jnp.ndarray, mask: np.ndarray | None,
+               kv_tokens: int = 0):
+    """`[B, N, D]` -> `[B, N, D]` (and the attention's key/value cache when `kv_tokens`)."""
+    a = self.attn(self.norm1(x), theta, mask, kv_tokens)
+    a, kv = a if kv_tokens else (a, None)
+    x = x + a
+    x = x + self.mlp(self.norm2(x))
+    return (x, kv) if kv_tokens else x
 
 
 def rescale_residual_projections(blocks) -> None:
@@ -166,15 +214,21 @@ def rescale_residual_projections(blocks) -> None:
 
 
 def run_blocks(blocks, x: jnp.ndarray, theta: jnp.ndarray, mask: np.ndarray | None,
-               remat: bool) -> jnp.ndarray:
-  """Applies `blocks` in order, optionally rematerialising each block's activations."""
-  if remat:
-    step = nnx.remat(lambda blk, h: blk(h, theta, mask))
-  else:
-    step = lambda blk, h: blk(h, theta, mask)  # noqa: E731
+               remat: bool, kv_tokens: int = 0):
+  """Applies `blocks` in order, optionally rematerialising each block's activations.
+
+  With `kv_tokens` > 0 also returns, per block, the (keys, values) of the first `kv_tokens`
+  tokens (see `Attention`).
+  """
+  call = lambda blk, h: blk(h, theta, mask, kv_tokens)  # noqa: E731
+  step = nnx.remat(call) if remat else call
+  cache = []
   for blk in blocks:
     x = step(blk, x)
-  return x
+    if kv_tokens:
+      x, kv = x
+      cache.append(kv)
+  return (x, cache) if kv_tokens else x
 
 
 def dtype_of(name: str) -> Dtype:

@@ -1,11 +1,7 @@
 """Autoregressive world-model rollout with cached keys/values and a shared context.
 
-The AC predictor is frame-block causal: the tokens of time step t attend to every token of the
-steps <= t and to nothing later. A rollout therefore never needs to recompute earlier steps: each
-new step runs the predictor's blocks on its own `K + h*w` tokens only (K = 2 conditioning tokens,
-action and state) and attends to the keys/values cached from the steps before. This module
-re-states the predictor's forward pass step by step with the predictor's own submodules and
-parameters (per block: norm1 -> qkv -> RoPE -> attention over cached + new keys -> proj -> MLP).
+A rollout never recomputes earlier steps: each new step runs the predictor's blocks on its own
+tokens only and attends to the keys/values cached from the steps before (`ac_stepwise`).
 
 When many candidate actions are rolled out from one observation (CEM samples), the context is
 shared:
@@ -23,10 +19,7 @@ shared:
   `O(tokens * heads * width)` instead of two `width x width` matmuls per token.
 
 Everything here is a pure function of an `ACPredictor` module and arrays, traced inside the
-planner's jitted step. Cached keys/values are lists of segments per block; a segment is a
-`(keys, values)` pair `[b, heads, L, head_dim]` with b = 1 (shared) or the sample batch. Queries,
-keys and values are kept head-major (`[B, heads, tokens, head_dim]`): the many small per-sample,
-per-head attention products then need no relayout, which halves their cost on CPU.
+planner's jitted step; history segments have batch 1 and are broadcast over the samples.
 """
 from __future__ import annotations
 
@@ -37,14 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from vjepa_jax.models import layers
-from vjepa_jax.models import rope
+from vjepa_jax.models import ac_stepwise as sw
 from vjepa_jax.models.ac_predictor import ACPredictor
-from vjepa_jax.models.ac_predictor import sequence_angles
-
-NUM_COND = 2  # action and state tokens per step (planning runs without extrinsics)
-
-Segment = tuple[jnp.ndarray, jnp.ndarray]
-Cache = list[list[Segment]]
 
 
 class Context(NamedTuple):
@@ -69,114 +56,6 @@ class Context(NamedTuple):
   v_shared: jnp.ndarray
   lse_shared: jnp.ndarray
   proj_shared: jnp.ndarray
-
-
-def step_angles(predictor: ACPredictor, step: int) -> jnp.ndarray:
-  """RoPE angles `[K + h*w, hd]` of the tokens of time step `step`."""
-  n = NUM_COND + predictor.tokens_per_frame
-  return sequence_angles(predictor.cfg, step + 1, NUM_COND)[step * n:]
-
-
-def embed_step(predictor: ACPredictor, frame: jnp.ndarray, action: jnp.ndarray,
-               state: jnp.ndarray) -> jnp.ndarray:
-  """Input tokens of one step `[B, K + h*w, P]` = [action, state, frame tokens]."""
-  return jnp.concatenate([predictor.action_encoder(action)[:, None],
-                          predictor.state_encoder(state)[:, None],
-                          predictor.predictor_embed(frame)], axis=1)
-
-
-def _qkv(blk, x: jnp.ndarray, theta: jnp.ndarray):
-  """Rotated queries, keys and values `[B, H, n, hd]` of a block for inputs `x` `[B, n, P]`."""
-  b, n, _ = x.shape
-  heads, hd = blk.attn.num_heads, blk.attn.head_dim
-  qkv = blk.attn.qkv(blk.norm1(x)).reshape(b, n, 3, heads, hd).transpose(2, 0, 3, 1, 4)
-  th = theta[None, None]
-  return rope.rotate(qkv[0], th), rope.rotate(qkv[1], th), qkv[2]
-
-
-def _logits(q: jnp.ndarray, k: jnp.ndarray) -> jnp.ndarray:
-  """`[B, H, n, L]` scaled logits in at least float32; `k` may have batch 1 (shared)."""
-  acc = jnp.promote_types(q.dtype, jnp.float32)
-  scale = 1.0 / np.sqrt(q.shape[-1])
-  if k.shape[0] == 1 and q.shape[0] != 1:
-    out = jnp.einsum("bhqd,hkd->bhqk", q, k[0], preferred_element_type=acc)
-  else:
-    out = jnp.einsum("bhqd,bhkd->bhqk", q, k, preferred_element_type=acc)
-  return out * scale
-
-
-def _weighted_values(p: jnp.ndarray, v: jnp.ndarray) -> jnp.ndarray:
-  if v.shape[0] == 1 and p.shape[0] != 1:
-    return jnp.einsum("bhqk,hkd->bhqd", p, v[0])
-  return jnp.einsum("bhqk,bhkd->bhqd", p, v)
-
-
-def _merge_heads(out: jnp.ndarray) -> jnp.ndarray:
-  """`[B, H, n, hd]` -> `[B, n, H*hd]` (head-major features, as the fused projection expects)."""
-  b, h, n, d = out.shape
-  return out.transpose(0, 2, 1, 3).reshape(b, n, h * d)
-
-
-def attend(q: jnp.ndarray, segments: list[Segment]) -> jnp.ndarray:
-  """Softmax attention of `q` `[B, H, n, hd]` over the concatenation of key/value segments.
-
-  Segments with batch 1 are broadcast over B without being materialised.
-  """
-  logits = [_logits(q, k) for k, _ in segments]
-  probs = jax.nn.softmax(jnp.concatenate(logits, axis=-1), axis=-1).astype(q.dtype)
-  bounds = np.cumsum([lg.shape[-1] for lg in logits])[:-1]
-  parts = jnp.split(probs, bounds, axis=-1)
-  return sum(_weighted_values(p, v) for p, (_, v) in zip(parts, segments))
-
-
-def block_step(blk, x: jnp.ndarray, theta: jnp.ndarray, past: list[Segment],
-               query_from: int = 0) -> tuple[jnp.ndarray, Segment]:
-  """One predictor block on the tokens of one step.
-
-  Args:
-    blk: a `layers.Block` of the predictor.
-    x: `[B, n, P]` residual stream of the step's tokens.
-    theta: `[n, hd]` RoPE angles of those tokens.
-    past: key/value segments of the earlier steps (block-causal: all fully visible).
-    query_from: drop the first `query_from` tokens from the output (the last block does not need
-      the conditioning tokens' outputs, only their keys/values).
-
-  Returns:
-    (`[B, n - query_from, P]` new residual stream, this step's (keys, values)).
-  """
-  q, k, v = _qkv(blk, x, theta)
-  q, x = q[:, :, query_from:], x[:, query_from:]
-  x = x + blk.attn.proj(_merge_heads(attend(q, list(past) + [(k, v)])))
-  return x + blk.mlp(blk.norm2(x)), (k, v)
-
-
-def _head_out(predictor: ACPredictor, x: jnp.ndarray) -> jnp.ndarray:
-  return predictor.predictor_proj(predictor.predictor_norm(x))
-
-
-def predict_step(predictor: ACPredictor, past: Cache, frame: jnp.ndarray, action: jnp.ndarray,
-                 state: jnp.ndarray, step: int) -> tuple[jnp.ndarray, list[Segment]]:
-  """Prediction of the next frame from one new step, attending to cached earlier steps.
-
-  Args:
-    predictor: the AC predictor.
-    past: per block, key/value segments of steps `0 .. step-1` (empty lists at step 0).
-    frame: `[B, h*w, D]` encoder tokens of the step's frame (layer-normed, as the predictor was
-      trained on).
-    action: `[B, A]`; state: `[B, A]`.
-    step: the step's time index (RoPE position).
-
-  Returns:
-    (`[B, h*w, D]` raw prediction of frame `step + 1`, this step's key/value segment per block).
-  """
-  x = embed_step(predictor, frame, action, state)
-  theta = step_angles(predictor, step)
-  new = []
-  last = len(predictor.predictor_blocks) - 1
-  for i, blk in enumerate(predictor.predictor_blocks):
-    x, kv = block_step(blk, x, theta, past[i], query_from=NUM_COND if i == last else 0)
-    new.append(kv)
-  return _head_out(predictor, x), new
 
 
 def _dense(lin) -> tuple[jnp.ndarray, jnp.ndarray]:
@@ -227,9 +106,9 @@ def prepare_context(predictor: ACPredictor, tokens: jnp.ndarray, states: jnp.nda
   """
   t = check_context(predictor, tokens, states, actions)
   hw = predictor.tokens_per_frame
-  prefix: Cache = [[] for _ in predictor.predictor_blocks]
+  prefix: sw.Cache = [[] for _ in predictor.predictor_blocks]
   for s in range(t - 1):
-    _, kv = predict_step(predictor, prefix, tokens[:, s * hw:(s + 1) * hw], actions[:, s],
+    _, kv = sw.predict_step(predictor, prefix, tokens[:, s * hw:(s + 1) * hw], actions[:, s],
                          states[:, s], s)
     for i, seg in enumerate(kv):
       prefix[i].append(seg)
@@ -237,10 +116,11 @@ def prepare_context(predictor: ACPredictor, tokens: jnp.ndarray, states: jnp.nda
   blk = predictor.predictor_blocks[0]
   x = jnp.concatenate([predictor.state_encoder(states[:, step])[:, None],
                        predictor.predictor_embed(tokens[:, step * hw:])], axis=1)
-  q, k, v = _qkv(blk, x, step_angles(predictor, step)[1:])
-  logits = jnp.concatenate([_logits(q, kp) for kp, _ in prefix[0]] + [_logits(q, k)], axis=-1)
+  q, k, v = sw.qkv_heads(blk, x, sw.step_angles(predictor, step)[1:])
+  logits = jnp.concatenate([sw.attention_logits(q, kp) for kp, _ in prefix[0]]
+                           + [sw.attention_logits(q, k)], axis=-1)
   lse = jax.nn.logsumexp(logits, axis=-1)  # [1, H, n]
-  out = attend(q, prefix[0] + [(k, v)])  # [1, H, n, hd]
+  out = sw.attend(q, prefix[0] + [(k, v)])  # [1, H, n, hd]
   kernel, bias = _dense(blk.attn.proj)
   heads, hd = blk.attn.num_heads, blk.attn.head_dim
   proj = jnp.einsum("hnd,hdp->nhp", out[0], kernel.reshape(heads, hd, -1))
@@ -250,7 +130,7 @@ def prepare_context(predictor: ACPredictor, tokens: jnp.ndarray, states: jnp.nda
 
 
 def context_step(predictor: ACPredictor, ctx: Context,
-                 action: jnp.ndarray) -> tuple[jnp.ndarray, list[list[Segment]]]:
+                 action: jnp.ndarray) -> tuple[jnp.ndarray, list[list[sw.Segment]]]:
   """Predictions for a batch of actions taken at the context step.
 
   Args:
@@ -264,13 +144,13 @@ def context_step(predictor: ACPredictor, ctx: Context,
   """
   blocks = predictor.predictor_blocks
   blk = blocks[0]
-  theta = step_angles(predictor, ctx.step)
+  theta = sw.step_angles(predictor, ctx.step)
   xa = predictor.action_encoder(action)[:, None]  # [B, 1, P]
-  qa, ka, va = _qkv(blk, xa, theta[:1])
+  qa, ka, va = sw.qkv_heads(blk, xa, theta[:1])
   shared = (ctx.k_shared, ctx.v_shared)
   # The action token's own row: ordinary attention over the prefix, itself and the shared tokens.
-  out_a = attend(qa, ctx.prefix[0] + [(ka, va), shared])
-  xa = xa + blk.attn.proj(_merge_heads(out_a))
+  out_a = sw.attend(qa, ctx.prefix[0] + [(ka, va), shared])
+  xa = xa + blk.attn.proj(sw.merge_heads(out_a))
   # The shared rows: the sampled action only adds one key; fold it in exactly (module docstring).
   kernel, _ = _dense(blk.attn.proj)
   heads, hd = blk.attn.num_heads, blk.attn.head_dim
@@ -286,11 +166,12 @@ def context_step(predictor: ACPredictor, ctx: Context,
   new = [[(ka, va), shared]]
   last = len(blocks) - 1
   for i in range(1, len(blocks)):
-    x, kv = block_step(blocks[i], x, theta, ctx.prefix[i], query_from=NUM_COND if i == last else 0)
+    x, kv = sw.block_step(blocks[i], x, theta, ctx.prefix[i],
+                          query_from=sw.NUM_COND if i == last else 0)
     new.append([kv])
   if last == 0:
-    x = x[:, NUM_COND:]
-  return _head_out(predictor, x), new
+    x = x[:, sw.NUM_COND:]
+  return sw.head_out(predictor, x), new
 
 
 def rollout(predictor: ACPredictor, ctx: Context, actions: jnp.ndarray, pose: jnp.ndarray,
@@ -321,12 +202,12 @@ def rollout(predictor: ACPredictor, ctx: Context, actions: jnp.ndarray, pose: jn
     if context_frame is None:
       raise ValueError("reuse_context=False needs the context frame tokens")
     frame = jnp.broadcast_to(context_frame, (b,) + context_frame.shape[1:])
-    pred, kv = predict_step(predictor, ctx.prefix, frame, actions[:, 0], poses, ctx.step)
+    pred, kv = sw.predict_step(predictor, ctx.prefix, frame, actions[:, 0], poses, ctx.step)
     past = [list(p) + [seg] for p, seg in zip(ctx.prefix, kv)]
   z = layers.layer_norm_no_affine(pred)
   for h in range(1, horizon):
     poses = integrate(poses, actions[:, h - 1])
-    pred, kv = predict_step(predictor, past, z, actions[:, h], poses, ctx.step + h)
+    pred, kv = sw.predict_step(predictor, past, z, actions[:, h], poses, ctx.step + h)
     past = [p + [seg] for p, seg in zip(past, kv)]
     z = layers.layer_norm_no_affine(pred)
   return z

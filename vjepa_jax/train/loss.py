@@ -5,7 +5,9 @@ from typing import Callable
 
 import jax.numpy as jnp
 
+from vjepa_jax.models import ac_stepwise
 from vjepa_jax.models import layers
+from vjepa_jax.models.ac_predictor import ACPredictor
 
 Predictor = Callable[[jnp.ndarray, jnp.ndarray, jnp.ndarray], jnp.ndarray]
 
@@ -28,8 +30,16 @@ def ac_losses(predictor: Predictor, h: jnp.ndarray, actions: jnp.ndarray, states
               normalize: bool = True) -> dict[str, jnp.ndarray]:
   """Teacher-forcing and rollout losses of one batch.
 
+  Rollout step n of the official objective re-runs the predictor on [h_0, z_1 .. z_n]. With a
+  frame-causal `ACPredictor` the first n steps of that input (and, for step 1, step 0 of the
+  teacher-forcing pass) produce exactly the keys/values computed before, so each rollout step
+  here runs the predictor on its newest step only, attending to the cached keys/values
+  (`ac_stepwise`); the loss and its gradient are the official ones. Other predictors (a plain
+  callable, a non-causal model) take the official recomputing path.
+
   Args:
-    predictor: `(tokens [B, t*hw, D], actions [B, t, A], states [B, t, A]) -> [B, t*hw, D]`.
+    predictor: an `ACPredictor`, or any `(tokens [B, t*hw, D], actions [B, t, A], states
+      [B, t, A]) -> [B, t*hw, D]`.
     h: targets `[B, T*hw, D]` (see `targets`).
     actions: `[B, T-1, A]`, actions[t] moves frame t to frame t+1.
     states: `[B, T, A]`.
@@ -43,17 +53,26 @@ def ac_losses(predictor: Predictor, h: jnp.ndarray, actions: jnp.ndarray, states
   t = h.shape[1] // hw
   if not 1 <= auto_steps <= t - 1:
     raise ValueError(f"auto_steps={auto_steps} must be in [1, frames-1={t - 1}]")
+  norm = layers.layer_norm_no_affine if normalize else (lambda x: x)
+  cached = (isinstance(predictor, ACPredictor) and predictor.cfg.is_frame_causal
+            and auto_steps > 1)
 
-  def step(z, a, s):
-    out = predictor(z, a, s)
-    return layers.layer_norm_no_affine(out) if normalize else out
-
-  z_tf = step(h[:, :-hw], actions, states[:, :-1])
+  if cached:
+    out, past = predictor(h[:, :-hw], actions, states[:, :-1], cache_steps=1)
+    z_tf = norm(out)
+  else:
+    z_tf = norm(predictor(h[:, :-hw], actions, states[:, :-1]))
   jloss = l1(z_tf, h[:, hw:], loss_exp)
-  z = jnp.concatenate([h[:, :hw], z_tf[:, :hw]], axis=1)
+  frames = [z_tf[:, :hw]]
   for n in range(1, auto_steps):
-    nxt = step(z, actions[:, :n + 1], states[:, :n + 1])[:, -hw:]
-    z = jnp.concatenate([z, nxt], axis=1)
-  z_ar = z[:, hw:]
+    if cached:
+      out, kv = ac_stepwise.predict_step(predictor, past, frames[-1], actions[:, n],
+                                         states[:, n], n)
+      past = [p + [seg] for p, seg in zip(past, kv)]
+      frames.append(norm(out))
+    else:
+      z = jnp.concatenate([h[:, :hw]] + frames, axis=1)
+      frames.append(norm(predictor(z, actions[:, :n + 1], states[:, :n + 1]))[:, -hw:])
+  z_ar = jnp.concatenate(frames, axis=1)
   sloss = l1(z_ar, h[:, hw:hw + z_ar.shape[1]], loss_exp)
   return {"loss": jloss + sloss, "jloss": jloss, "sloss": sloss, "z_tf": z_tf, "z_ar": z_ar}
