@@ -30,10 +30,52 @@ def dot_product_attention(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray,
   if implementation != "xla":
     raise ValueError(f"attention implementation must be one of {IMPLEMENTATIONS}, "
                      f"got {implementation!r}")
-  m = None if mask is None else jnp.asarray(mask)
   heads_first = lambda x: x.transpose(0, 2, 1, 3)  # noqa: E731
-  out = _attention(heads_first(q), heads_first(k), heads_first(v), m)
-  return heads_first(out)
+  q, k, v = heads_first(q), heads_first(k), heads_first(v)
+  chunks = prefix_chunks(mask) if isinstance(mask, np.ndarray) else None
+  if chunks is None:
+    return heads_first(_attention(q, k, v, None if mask is None else jnp.asarray(mask)))
+  outs = []
+  for start, stop, keys in chunks:
+    sub = mask[start:stop, :keys]
+    outs.append(_attention(q[:, :, start:stop], k[:, :, :keys], v[:, :, :keys],
+                           None if sub.all() else jnp.asarray(sub)))
+  return heads_first(jnp.concatenate(outs, axis=2))
+
+
+MIN_CHUNK_ROWS = 128
+
+
+def prefix_chunks(mask: np.ndarray, min_rows: int = MIN_CHUNK_ROWS):
+  """Query chunks that skip the masked-out key tail, or None when that does not pay.
+
+  When every query row may attend exactly a prefix of the keys (the block-causal mask of the AC
+  predictor), queries are cut into runs of at least `min_rows` rows and each run attends only
+  up to the longest prefix among its rows: the masked upper triangle of logits is never
+  computed (about 40 % of the attention work of a 7-step sequence). Small runs would make the
+  matmuls inefficient, hence the minimum.
+
+  Returns:
+    [(start, stop, keys)] per chunk, or None (mask not of prefix form, or no saving).
+  """
+  lengths = mask.sum(axis=1)
+  n_keys = mask.shape[1]
+  if not (mask == (np.arange(n_keys)[None, :] < lengths[:, None])).all():
+    return None
+  chunks, start = [], 0
+  n = mask.shape[0]
+  while start < n:
+    stop = min(start + min_rows, n)
+    # Extend the run over rows with the same prefix length (a whole frame block).
+    while stop < n and lengths[stop] == lengths[stop - 1]:
+      stop += 1
+    if n - stop < min_rows // 2:
+      stop = n
+    chunks.append((start, stop, int(lengths[start:stop].max())))
+    start = stop
+  if len(chunks) == 1 or sum((b - a) * k for a, b, k in chunks) > 0.9 * n * n_keys:
+    return None
+  return chunks
 
 
 def _attention_forward(q, k, v, mask):

@@ -36,14 +36,30 @@ class PatchEmbed3D(nnx.Module):
 
   def __call__(self, video: jnp.ndarray) -> jnp.ndarray:
     """video `[B, T, H, W, C]` -> tokens `[B, T'*Hp*Wp, D]` (trailing odd frame dropped)."""
+    tp, _, _ = self.grid(video.shape)
+    t = self.tubelet
+    kernel = self.kernel[...].astype(self.dtype)
+    return self._embed(video[:, :tp * t], kernel)
+
+  def still(self, frames: jnp.ndarray) -> jnp.ndarray:
+    """frames `[B, H, W, C]` -> tokens `[B, Hp*Wp, D]` of each frame repeated over a tubelet.
+
+    A frame repeated over the tubelet meets the kernel summed over time: the same linear map at
+    1/tubelet of the cost of embedding the repeated clip.
+    """
+    acc = jnp.promote_types(self.dtype, jnp.float32)
+    kernel = self.kernel[...].astype(acc).sum(axis=0, keepdims=True).astype(self.dtype)
+    return self._embed(frames[:, None], kernel)
+
+  def _embed(self, video: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
+    """video `[B, T, H, W, C]` with T a multiple of kernel `[t, p, p, C, D]`'s t."""
     b = video.shape[0]
-    tp, hp, wp = self.grid(video.shape)
-    t, p, c = self.tubelet, self.patch, self.in_chans
-    x = video[:, :tp * t, :hp * p, :wp * p].astype(self.dtype)
+    t, p, _, c, _ = kernel.shape
+    tp, hp, wp = video.shape[1] // t, video.shape[2] // p, video.shape[3] // p
+    x = video[:, :, :hp * p, :wp * p].astype(self.dtype)
     x = x.reshape(b, tp, t, hp, p, wp, p, c).transpose(0, 1, 3, 5, 2, 4, 6, 7)
     x = x.reshape(b, tp * hp * wp, t * p * p * c)
-    k = self.kernel[...].astype(self.dtype).reshape(t * p * p * c, -1)
-    return x @ k + self.bias[...].astype(self.dtype)
+    return x @ kernel.reshape(t * p * p * c, -1) + self.bias[...].astype(self.dtype)
 
 
 class VisionTransformer(nnx.Module):
@@ -86,9 +102,22 @@ class VisionTransformer(nnx.Module):
       `[B, N, D]` tokens (or `[B, K, D]` with `keep`), after the final LayerNorm.
     """
     self.check_video(video.shape)
-    x = self.patch_embed(video)
-    t, h, w = self.patch_embed.grid(video.shape)
-    pos = [jnp.asarray(p) for p in rope.grid_positions(t, h, w)]
+    return self._encode(self.patch_embed(video), self.patch_embed.grid(video.shape), keep)
+
+  def encode_still(self, frames: jnp.ndarray) -> jnp.ndarray:
+    """Encodes each image `[B, H, W, 3]` as a clip of that frame repeated over one tubelet.
+
+    Returns:
+      `[B, h*w, D]`, equal to `self(repeat(frames, tubelet))` (see `PatchEmbed3D.still`).
+    """
+    b, h, w, c = frames.shape
+    self.check_video((b, self.cfg.tubelet_size, h, w, c))
+    return self._encode(self.patch_embed.still(frames), (1, h // self.cfg.patch_size,
+                                                          w // self.cfg.patch_size), None)
+
+  def _encode(self, x: jnp.ndarray, grid: tuple[int, int, int],
+              keep: jnp.ndarray | None) -> jnp.ndarray:
+    pos = [jnp.asarray(p) for p in rope.grid_positions(*grid)]
     if keep is not None:
       keep = jnp.asarray(keep)
       if keep.ndim != 2 or keep.shape[0] != x.shape[0]:
@@ -107,8 +136,8 @@ class VisionTransformer(nnx.Module):
 def encode_frames(encoder: VisionTransformer, video: jnp.ndarray) -> jnp.ndarray:
   """Encodes every frame on its own, as V-JEPA 2-AC targets and planning observations.
 
-  Each frame is repeated to fill one tubelet, encoded as a clip of its own, and the per-frame
-  token sets are concatenated frame by frame.
+  Each frame is encoded as a clip of its own (the frame repeated to fill one tubelet, see
+  `VisionTransformer.encode_still`), and the per-frame token sets are concatenated frame by frame.
 
   Args:
     video: `[B, T, H, W, 3]`.
@@ -117,9 +146,7 @@ def encode_frames(encoder: VisionTransformer, video: jnp.ndarray) -> jnp.ndarray
     `[B, T * h * w, D]` with h, w the patch grid.
   """
   b, t, hh, ww, c = video.shape
-  frames = video.reshape(b * t, 1, hh, ww, c)
-  clips = jnp.repeat(frames, encoder.cfg.tubelet_size, axis=1)
-  tokens = encoder(clips)
+  tokens = encoder.encode_still(video.reshape(b * t, hh, ww, c))
   return tokens.reshape(b, -1, tokens.shape[-1])
 
 

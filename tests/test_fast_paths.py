@@ -1,8 +1,10 @@
-"""The hand-written backward passes and the cached rollout give the gradients of the plain math.
+"""The fast paths of the train step compute exactly the plain math.
 
-Attention, the parameter-free layer norm and the rollout loss have closed-form or cached fast
-paths (see their modules). Each is checked against the textbook formulation differentiated by
-JAX, in float64 where the fixture allows, so a wrong term shows up far above round-off.
+Attention (closed-form backward, masked key tails skipped), the parameter-free layer norm
+(closed-form backward), the rollout loss (cached keys/values) and the per-frame encoding (tubelet
+kernel summed over time) each have a faster formulation than the textbook one (see their
+modules). Each is checked against the textbook formulation, differentiated by JAX, in float64, so
+a wrong term shows up far above round-off.
 """
 import dataclasses
 
@@ -14,7 +16,9 @@ from flax import nnx
 
 from vjepa_jax.models import attention
 from vjepa_jax.models import layers
+from vjepa_jax.models import vit
 from vjepa_jax.models.ac_predictor import ACPredictor
+from vjepa_jax.models.configs import EncoderConfig
 from vjepa_jax.models.configs import PredictorConfig
 from vjepa_jax.train import loss as loss_lib
 
@@ -32,18 +36,33 @@ def _reference_attention(q, k, v, mask):
   return jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(logits, axis=-1), v)
 
 
-@pytest.mark.parametrize("masked", [False, True])
-def test_attention_backward_matches_autodiff(masked):
+@pytest.mark.parametrize("steps,masked", [(3, False), (3, True), (7, True)])
+def test_attention_backward_matches_autodiff(steps, masked):
   rng = np.random.default_rng(0)
-  q, k, v = (jnp.asarray(rng.normal(size=(2, 12, 3, 8))) for _ in range(3))
-  mask = attention.block_causal_mask(3, 4) if masked else None
-  weights = jnp.asarray(rng.normal(size=(2, 12, 3, 8)))
+  n = steps * 4
+  q, k, v = (jnp.asarray(rng.normal(size=(2, n, 3, 8))) for _ in range(3))
+  mask = attention.block_causal_mask(steps, 4) if masked else None
+  weights = jnp.asarray(rng.normal(size=(2, n, 3, 8)))
   fast = jax.grad(lambda *a: jnp.sum(attention.dot_product_attention(*a, mask) * weights),
                   argnums=(0, 1, 2))(q, k, v)
   ref = jax.grad(lambda *a: jnp.sum(_reference_attention(*a, mask) * weights),
                  argnums=(0, 1, 2))(q, k, v)
   for a, b in zip(fast, ref):
     np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_prefix_chunks_cover_every_attended_key():
+  mask = attention.block_causal_mask(7, 66)
+  chunks = attention.prefix_chunks(mask)
+  assert chunks[0][0] == 0 and chunks[-1][1] == mask.shape[0]
+  for (_, stop, _), (start, _, _) in zip(chunks, chunks[1:]):
+    assert stop == start
+  for start, stop, keys in chunks:
+    assert not mask[start:stop, keys:].any()
+    assert stop - start >= 66
+  assert sum((b - a) * k for a, b, k in chunks) < 0.7 * mask.size
+  assert attention.prefix_chunks(np.ones((300, 300), bool)) is None
+  assert attention.prefix_chunks(~mask) is None
 
 
 def test_layer_norm_backward_matches_autodiff():
@@ -67,6 +86,15 @@ def test_gelu_is_exact_erf_gelu():
   np.testing.assert_allclose(jax.grad(lambda x: layers.gelu(x).sum())(x),
                              jax.grad(lambda x: jax.nn.gelu(x, approximate=False).sum())(x),
                              atol=1e-14)
+
+
+def test_encode_still_equals_the_repeated_frame_clip():
+  cfg = EncoderConfig(img_size=32, patch_size=16, embed_dim=24, depth=1, num_heads=2,
+                      mlp_hidden=48, dtype="float64")
+  encoder = vit.VisionTransformer(cfg, rngs=nnx.Rngs(0))
+  frames = jnp.asarray(np.random.default_rng(4).normal(size=(3, 32, 32, 3)))
+  clips = jnp.repeat(frames[:, None], cfg.tubelet_size, axis=1)
+  np.testing.assert_allclose(encoder.encode_still(frames), encoder(clips), atol=1e-12)
 
 
 def _tiny_predictor(**kw) -> ACPredictor:
