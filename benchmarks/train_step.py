@@ -28,13 +28,16 @@ import jax
 import numpy as np
 
 from configs import common
+from vjepa_jax import distributed
 from vjepa_jax.train import metrics as metrics_lib
 from vjepa_jax.train import sharding
 from vjepa_jax.train import trainer
 
 
-def bench_cpu_config():
-  """ViT-S-like encoder + small predictor at 128 px, 8 frames, batch 4, fp32, one device."""
+def bench_cpu_config(cpu_devices: int = 0):
+  """ViT-S-like encoder + small predictor at 128 px, 8 frames, batch 4, fp32, on the host CPU
+  (data parallel over one XLA device per core, the trainer's CPU default, unless
+  `cpu_devices` says otherwise)."""
   c = common.base_config()
   c.mode = "full"
   c.batch_size = 4
@@ -45,7 +48,8 @@ def bench_cpu_config():
                            mlp_hidden=1024, img_size=128, patch_size=16)
   c.data.image_size = 128
   c.data.frames_per_clip = 8
-  c.mesh.update(data=1, fsdp=1, tensor=1)
+  c.mesh.update(data=-1, fsdp=1, tensor=1)
+  c.cpu_devices = cpu_devices
   return c
 
 
@@ -127,9 +131,12 @@ def official_step(src: str, cfg):
 
 
 def run(preset: str, warmup: int, steps: int, converted: str = "",
-        official_src: str = "") -> dict:
+        official_src: str = "", cpu_devices: int = 0) -> dict:
   if preset == "bench-cpu":
-    cfg, devices = bench_cpu_config(), jax.devices()[:1]
+    cfg = bench_cpu_config(cpu_devices)
+    # Before anything starts the backend: the CPU device count is fixed then.
+    distributed.configure_cpu_devices(cfg.batch_size, cfg.mesh, cfg.cpu_devices)
+    devices = jax.devices("cpu")
   elif preset == "vitg-gpu":
     cfg, devices = vitg_gpu_config(jax.device_count()), jax.devices()
   else:
@@ -142,7 +149,8 @@ def run(preset: str, warmup: int, steps: int, converted: str = "",
   t0 = time.perf_counter()
   compiled = step_fn.lower(state, frozen, batch).compile()
   compile_s = time.perf_counter() - t0
-  flops = trainer.step_flops(compiled)
+  # XLA counts the partitioned program, i.e. the FLOPs of one device's shard.
+  device_flops = trainer.step_flops(compiled)
   official = official_step(official_src, cfg) if official_src else None
   times, official_times = [], []
   for i in range(warmup + steps):
@@ -158,7 +166,7 @@ def run(preset: str, warmup: int, steps: int, converted: str = "",
         official_times.append(time.perf_counter() - t0)
   sec = statistics.median(times)
   out = {"preset": preset, "median_step_s": round(sec, 4), "min_step_s": round(min(times), 4),
-         "flops_per_step": flops, "compile_s": round(compile_s, 1),
+         "flops_per_step": device_flops and device_flops * len(devices), "compile_s": round(compile_s, 1),
          "clips_per_s": round(cfg.batch_size / sec, 2), "batch_size": cfg.batch_size,
          "devices": len(devices), "device_kind": devices[0].device_kind,
          "warmup": warmup, "timed_steps": steps, "loss": float(m["loss"])}
@@ -166,9 +174,8 @@ def run(preset: str, warmup: int, steps: int, converted: str = "",
     out["official_median_step_s"] = round(statistics.median(official_times), 4)
     out["speedup_vs_official"] = round(statistics.median(official_times) / sec, 3)
   peak = metrics_lib.peak_flops_per_device()
-  if flops and peak and devices[0].platform != "cpu":
-    # XLA counts the partitioned program, i.e. the FLOPs of one device's shard.
-    out["mfu"] = round(flops / sec / peak, 4)
+  if device_flops and peak and devices[0].platform != "cpu":
+    out["mfu"] = round(device_flops / sec / peak, 4)
     out["peak_flops_per_device"] = peak
   return out
 
@@ -181,13 +188,15 @@ def main(argv=None) -> int:
   p.add_argument("--steps", type=int, default=5)
   p.add_argument("--converted", default="",
                  help="converted base checkpoint (default: random init)")
+  p.add_argument("--cpu-devices", type=int, default=0,
+                 help="bench-cpu: XLA CPU devices (0: one per core, as the trainer does)")
   p.add_argument("--official-src", default="",
                  help="facebookresearch/vjepa2 checkout: also time the official PyTorch step")
   args = p.parse_args(sys.argv[1:] if argv is None else argv)
   if args.official_src and args.preset != "bench-cpu":
     p.error("--official-src is supported with --preset bench-cpu only")
   print(json.dumps(run(args.preset, args.warmup, args.steps, args.converted,
-                       args.official_src)), flush=True)
+                       args.official_src, args.cpu_devices)), flush=True)
   return 0
 
 

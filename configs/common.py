@@ -20,6 +20,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.skip_nonfinite = False
   c.peak_flops_per_device = 0.0  # 0: look up the accelerator; used for MFU only
   c.matmul_precision = "default"
+  # CPU-only single-process runs: XLA CPU devices (0 = one per core, data parallel; see
+  # vjepa_jax.distributed.cpu_devices_for). Ignored on accelerators.
+  c.cpu_devices = 0
 
   c.model = ml_collections.ConfigDict()
   c.model.dtype = "bfloat16"  # compute dtype; parameters stay float32

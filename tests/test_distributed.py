@@ -199,3 +199,44 @@ def test_mismatch_fails_every_process(configs, cpu_devices, message):
   for returncode, output in _start_pair(configs, cpu_devices):
     assert returncode != 0, output
     assert "RuntimeError: " + message in output, output
+
+
+DEFAULT_MESH = {"data": -1, "fsdp": 1, "tensor": 1}
+
+
+@pytest.mark.parametrize("batch,cores,mesh,requested,want", [
+    (4, 2, DEFAULT_MESH, 0, 2),      # one device per core
+    (6, 4, DEFAULT_MESH, 0, 3),      # the largest divisor of the batch not above the cores
+    (7, 4, DEFAULT_MESH, 0, 1),
+    (8, 1, DEFAULT_MESH, 0, 1),
+    (8, 4, {"data": 1, "fsdp": 1, "tensor": 1}, 0, 1),   # an explicit mesh keeps one device
+    (8, 4, {"data": -1, "fsdp": 2, "tensor": 1}, 0, 1),
+    (8, 4, DEFAULT_MESH, 3, 3),      # the config's cpu_devices wins
+])
+def test_cpu_devices_for(batch, cores, mesh, requested, want):
+  assert distributed.cpu_devices_for(batch, mesh, cores, requested) == want
+
+
+@pytest.mark.parametrize("environ", [
+    {"VJEPA_CPU_DEVICES": "3"},
+    {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"},
+    {"VJEPA_COORDINATOR": "localhost:1234", "VJEPA_NUM_PROCESSES": "2", "VJEPA_PROCESS_ID": "0"},
+])
+def test_configure_cpu_devices_leaves_explicit_settings_alone(environ):
+  assert distributed.configure_cpu_devices(8, DEFAULT_MESH, 0, environ) is None
+
+
+def test_single_process_cpu_run_gets_one_device_per_core():
+  """In a fresh process the count takes effect: devices == min-divisor rule for the cores."""
+  code = ("import os, jax; from vjepa_jax import distributed; "
+          "n = distributed.configure_cpu_devices(12, {'data': -1, 'fsdp': 1, 'tensor': 1}); "
+          "print(n, jax.device_count(), len(os.sched_getaffinity(0)))")
+  env = _subprocess_env()
+  env.pop("XLA_FLAGS", None)
+  env["JAX_PLATFORMS"] = "cpu"
+  proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,
+                        text=True, timeout=60)
+  assert proc.returncode == 0, proc.stderr
+  n, devices, cores = map(int, proc.stdout.split())
+  assert n == devices == distributed.cpu_devices_for(12, DEFAULT_MESH, cores)
+  assert n == max(d for d in range(1, cores + 1) if 12 % d == 0)

@@ -12,7 +12,8 @@ A job is multi-process when the environment says so:
 
 Anything else is a single-process run: no distributed runtime. `VJEPA_LOCAL_DEVICE_IDS` (e.g.
 "0,1,2,3") pins the devices a process uses, and `VJEPA_CPU_DEVICES` sets the number of simulated
-CPU devices per process. Run `python -m vjepa_jax.distributed [TEXT]` on every process to check the
+CPU devices per process. Single-process runs without it get one CPU device per core
+(`configure_cpu_devices`); accelerators are unaffected. Run `python -m vjepa_jax.distributed [TEXT]` on every process to check the
 wiring: it prints one JSON line per process, or fails naming the processes that disagree.
 """
 import collections
@@ -105,6 +106,47 @@ def detect(environ: Mapping[str, str], coordinator_address: Optional[str] = None
   if _int(environ.get("OMPI_COMM_WORLD_SIZE") or 1, "OMPI_COMM_WORLD_SIZE") > 1:
     return InitArgs("mpi", local_device_ids=local_ids)
   return None
+
+
+def cpu_devices_for(batch_size: int, mesh: Mapping[str, int], cores: int,
+                    requested: int = 0) -> int:
+  """How many XLA CPU devices a single-process CPU run should use.
+
+  XLA:CPU spreads each op of one device over the cores and leaves them idle between the many
+  small ops of a train step; one device per core, data parallel, keeps every core on its own
+  stream of large ops (the `bench-cpu` step runs 1.05-1.09x the official PyTorch step this way,
+  0.96-1.0x on one device: benchmarks/README.md). Automatic only for the default mesh (data=-1,
+  no fsdp/tensor split): the count is then the largest divisor of the batch not above `cores`.
+
+  Args:
+    batch_size: global clips per step.
+    mesh: the config's mesh axes (data, fsdp, tensor).
+    cores: CPU cores available to the process.
+    requested: the config's `cpu_devices`; > 0 is used as given.
+  """
+  if requested > 0:
+    return requested
+  if (mesh["data"], mesh["fsdp"], mesh["tensor"]) != (-1, 1, 1):
+    return 1
+  return max(d for d in range(1, max(cores, 1) + 1) if batch_size % d == 0)
+
+
+def configure_cpu_devices(batch_size: int, mesh: Mapping[str, int], requested: int = 0,
+                          environ: Optional[Mapping[str, str]] = None) -> Optional[int]:
+  """Sets the CPU device count of a single-process run; must run before the backend starts.
+
+  Leaves it alone (returns None) when the environment fixes it (`VJEPA_CPU_DEVICES`, XLA's
+  `--xla_force_host_platform_device_count`) or the job is multi-process. Accelerator runs are
+  unaffected: their devices, not the CPU's, make the mesh.
+  """
+  environ = os.environ if environ is None else environ
+  if (environ.get("VJEPA_CPU_DEVICES")
+      or "xla_force_host_platform_device_count" in environ.get("XLA_FLAGS", "")
+      or detect(environ) is not None):
+    return None
+  n = cpu_devices_for(batch_size, mesh, len(os.sched_getaffinity(0)), requested)
+  jax.config.update("jax_num_cpu_devices", n)
+  return n
 
 
 def maybe_initialize(coordinator_address: Optional[str] = None,

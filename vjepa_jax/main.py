@@ -25,8 +25,10 @@ def main(argv) -> None:
   if not flags.FLAGS["verbosity"].present:
     # Checkpoint libraries log every save at INFO; progress lines are printed separately.
     logging.set_verbosity(logging.WARNING)
-  # Multi-process runs must start the distributed runtime before any other JAX call.
+  # The CPU device count and the distributed runtime are fixed before any other JAX call.
   from vjepa_jax import distributed
+  cfg = _CONFIG.value
+  distributed.configure_cpu_devices(cfg.batch_size, cfg.mesh, cfg.get("cpu_devices", 0))
   distributed.maybe_initialize()
   import jax
   import tensorflow as tf
