@@ -18,8 +18,10 @@ def dot_product_attention(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray,
   Args:
     q, k, v: `[B, N, H, hd]`.
     mask: optional boolean `[N, N]` (True = may attend), shared by batch and heads.
-    implementation: "xla" (explicit einsum; logits and softmax in float32) or "cudnn"
-      (`jax.nn.dot_product_attention` fused kernel, GPU only, bf16/fp16 inputs).
+    implementation: "xla" (explicit einsums, logits and softmax in float32, a closed-form
+      backward; with a NumPy mask of prefix form, such as the block-causal mask, the masked key
+      tails are skipped, see `prefix_chunks`) or "cudnn" (`jax.nn.dot_product_attention` fused
+      kernel, GPU only, bf16/fp16 inputs).
 
   Returns:
     `[B, N, H, hd]`.
