@@ -131,6 +131,13 @@ def cpu_devices_for(batch_size: int, mesh: Mapping[str, int], cores: int,
   return max(d for d in range(1, max(cores, 1) + 1) if batch_size % d == 0)
 
 
+def available_cores() -> int:
+  """CPU cores this process may run on (its affinity set where the OS has one)."""
+  if hasattr(os, "sched_getaffinity"):
+    return len(os.sched_getaffinity(0))
+  return os.cpu_count() or 1
+
+
 def configure_cpu_devices(batch_size: int, mesh: Mapping[str, int], requested: int = 0,
                           environ: Optional[Mapping[str, str]] = None) -> Optional[int]:
   """Sets the CPU device count of a single-process run; must run before the backend starts.
@@ -144,7 +151,7 @@ def configure_cpu_devices(batch_size: int, mesh: Mapping[str, int], requested: i
       or "xla_force_host_platform_device_count" in environ.get("XLA_FLAGS", "")
       or detect(environ) is not None):
     return None
-  n = cpu_devices_for(batch_size, mesh, len(os.sched_getaffinity(0)), requested)
+  n = cpu_devices_for(batch_size, mesh, available_cores(), requested)
   jax.config.update("jax_num_cpu_devices", n)
   return n
 
