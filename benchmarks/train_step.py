@@ -109,7 +109,8 @@ def official_step(src: str, cfg):
 
   def step() -> float:
     with torch.no_grad():
-      c = clips.permute(0, 2, 1, 3, 4).flatten(0, 1).unsqueeze(2).repeat(1, 1, 2, 1, 1)
+      c = clips.permute(0, 2, 1, 3, 4).flatten(0, 1).unsqueeze(2)
+      c = c.repeat(1, 1, e.tubelet_size, 1, 1)
       h = encoder(c)
       h = F.layer_norm(h.view(b, t, -1, h.size(-1)).flatten(1, 2), (h.size(-1),))
 
@@ -166,7 +167,8 @@ def run(preset: str, warmup: int, steps: int, converted: str = "",
         official_times.append(time.perf_counter() - t0)
   sec = statistics.median(times)
   out = {"preset": preset, "median_step_s": round(sec, 4), "min_step_s": round(min(times), 4),
-         "flops_per_step": device_flops and device_flops * len(devices), "compile_s": round(compile_s, 1),
+         "flops_per_step": device_flops and device_flops * len(devices),
+         "compile_s": round(compile_s, 1),
          "clips_per_s": round(cfg.batch_size / sec, 2), "batch_size": cfg.batch_size,
          "devices": len(devices), "device_kind": devices[0].device_kind,
          "warmup": warmup, "timed_steps": steps, "loss": float(m["loss"])}

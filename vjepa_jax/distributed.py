@@ -13,8 +13,9 @@ A job is multi-process when the environment says so:
 Anything else is a single-process run: no distributed runtime. `VJEPA_LOCAL_DEVICE_IDS` (e.g.
 "0,1,2,3") pins the devices a process uses, and `VJEPA_CPU_DEVICES` sets the number of simulated
 CPU devices per process. Single-process runs without it get one CPU device per core
-(`configure_cpu_devices`); accelerators are unaffected. Run `python -m vjepa_jax.distributed [TEXT]` on every process to check the
-wiring: it prints one JSON line per process, or fails naming the processes that disagree.
+(`configure_cpu_devices`); accelerators are unaffected. Run `python -m vjepa_jax.distributed
+[TEXT]` on every process to check the wiring: it prints one JSON line per process, or fails
+naming the processes that disagree.
 """
 import collections
 import dataclasses
@@ -114,8 +115,8 @@ def cpu_devices_for(batch_size: int, mesh: Mapping[str, int], cores: int,
 
   XLA:CPU spreads each op of one device over the cores and leaves them idle between the many
   small ops of a train step; one device per core, data parallel, keeps every core on its own
-  stream of large ops (the `bench-cpu` step runs 1.05-1.09x the official PyTorch step this way,
-  0.96-1.0x on one device: benchmarks/README.md). Automatic only for the default mesh (data=-1,
+  stream of large ops (the `bench-cpu` step runs 1.08-1.10x the official PyTorch step this way,
+  0.97-1.0x on one device: benchmarks/README.md). Automatic only for the default mesh (data=-1,
   no fsdp/tensor split): the count is then the largest divisor of the batch not above `cores`.
 
   Args:

@@ -112,17 +112,16 @@ def _prediction_errors(graphdef, params, z, actions, states, horizon: int):
   """Teacher-forcing L1 `[B]` and rollout L1 `[B, horizon]`."""
   model = planner_lib.inference_model(graphdef, params)
   b, t, hw, d = z.shape
-  pred = model(z[:, :-1].reshape(b, -1, d), actions, states[:, :-1])
-  pred = layers.layer_norm_no_affine(pred).reshape(b, t - 1, hw, d)
+  norm = layers.layer_norm_no_affine
+  pred, past = model(z[:, :-1].reshape(b, -1, d), actions, states[:, :-1], cache_steps=1)
+  pred = norm(pred).reshape(b, t - 1, hw, d)
   tf = jnp.mean(jnp.abs(pred - z[:, 1:]), axis=(1, 2, 3))
-  past = [[] for _ in model.predictor_blocks]
-  frame, errors = z[:, 0], []
-  for h in range(horizon):
-    out, kv = ac_stepwise.predict_step(model, past, frame, actions[:, h], states[:, h], h)
-    past = [p + [seg] for p, seg in zip(past, kv)]
-    frame = layers.layer_norm_no_affine(out)
-    errors.append(jnp.mean(jnp.abs(frame - z[:, h + 1]), axis=(1, 2)))
-  return tf, jnp.stack(errors, axis=1)
+  # The rollout's first prediction is the teacher-forcing pass's first frame; later steps
+  # continue from its cached keys/values.
+  frames = [pred[:, 0]] + ac_stepwise.continue_rollout(model, past, pred[:, 0], actions, states,
+                                                       1, horizon - 1, norm)
+  errors = [jnp.mean(jnp.abs(f - z[:, h + 1]), axis=(1, 2)) for h, f in enumerate(frames)]
+  return tf, jnp.stack(errors[:horizon], axis=1)
 
 
 def _pair_energies(model, context, pose, goal, candidates, chunk: int):

@@ -16,6 +16,8 @@ head_dim]`): the many small per-head attention products then need no relayout.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -136,3 +138,30 @@ def predict_step(predictor: ACPredictor, past: Cache, frame: jnp.ndarray, action
     x, kv = block_step(blk, x, theta, past[i], query_from=NUM_COND if i == last else 0)
     new.append(kv)
   return head_out(predictor, x), new
+
+
+def continue_rollout(predictor: ACPredictor, past: Cache, frame: jnp.ndarray,
+                     actions: jnp.ndarray, states: jnp.ndarray, first_step: int, num_steps: int,
+                     normalize: Callable[[jnp.ndarray], jnp.ndarray]) -> list[jnp.ndarray]:
+  """Auto-regressive rollout from cached steps: each prediction is the next step's frame.
+
+  Args:
+    predictor: the AC predictor.
+    past: per block, key/value segments of steps `0 .. first_step-1` (e.g. from
+      `ACPredictor(..., cache_steps=first_step)`).
+    frame: `[B, h*w, D]` frame of step `first_step` (a normalised prediction).
+    actions, states: `[B, >= first_step + num_steps, A]`, indexed by step.
+    first_step: time index of `frame`.
+    num_steps: predictions to make.
+    normalize: applied to each raw prediction before it is returned and fed back.
+
+  Returns:
+    `num_steps` normalised predictions `[B, h*w, D]` of frames `first_step+1 ..`.
+  """
+  frames = []
+  for n in range(first_step, first_step + num_steps):
+    out, kv = predict_step(predictor, past, frame, actions[:, n], states[:, n], n)
+    past = [p + [seg] for p, seg in zip(past, kv)]
+    frame = normalize(out)
+    frames.append(frame)
+  return frames

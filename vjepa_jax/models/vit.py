@@ -111,9 +111,9 @@ class VisionTransformer(nnx.Module):
       `[B, h*w, D]`, equal to `self(repeat(frames, tubelet))` (see `PatchEmbed3D.still`).
     """
     b, h, w, c = frames.shape
-    self.check_video((b, self.cfg.tubelet_size, h, w, c))
-    return self._encode(self.patch_embed.still(frames), (1, h // self.cfg.patch_size,
-                                                          w // self.cfg.patch_size), None)
+    clip_shape = (b, self.cfg.tubelet_size, h, w, c)
+    self.check_video(clip_shape)
+    return self._encode(self.patch_embed.still(frames), self.patch_embed.grid(clip_shape), None)
 
   def _encode(self, x: jnp.ndarray, grid: tuple[int, int, int],
               keep: jnp.ndarray | None) -> jnp.ndarray:

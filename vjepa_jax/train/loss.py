@@ -64,13 +64,11 @@ def ac_losses(predictor: Predictor, h: jnp.ndarray, actions: jnp.ndarray, states
     z_tf = norm(predictor(h[:, :-hw], actions, states[:, :-1]))
   jloss = l1(z_tf, h[:, hw:], loss_exp)
   frames = [z_tf[:, :hw]]
-  for n in range(1, auto_steps):
-    if cached:
-      out, kv = ac_stepwise.predict_step(predictor, past, frames[-1], actions[:, n],
-                                         states[:, n], n)
-      past = [p + [seg] for p, seg in zip(past, kv)]
-      frames.append(norm(out))
-    else:
+  if cached:
+    frames += ac_stepwise.continue_rollout(predictor, past, frames[0], actions, states, 1,
+                                           auto_steps - 1, norm)
+  else:
+    for n in range(1, auto_steps):
       z = jnp.concatenate([h[:, :hw]] + frames, axis=1)
       frames.append(norm(predictor(z, actions[:, :n + 1], states[:, :n + 1]))[:, -hw:])
   z_ar = jnp.concatenate(frames, axis=1)
