@@ -20,6 +20,7 @@ JAX.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import msgpack
@@ -67,7 +68,7 @@ def _decode(obj: dict) -> Any:
   if (not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape)
       or not isinstance(data, bytes)):
     raise ProtocolError("an array needs `shape` (a list of non-negative ints) and `data` (bytes)")
-  count = int(np.prod(shape, dtype=np.int64))
+  count = math.prod(shape)
   if count * dtype.itemsize != len(data):
     raise ProtocolError(f"array of shape {shape} and dtype {dtype} needs "
                         f"{count * dtype.itemsize} bytes of data, got {len(data)}")
