@@ -157,7 +157,7 @@ def test_follow_walks_a_goal_schedule_like_the_planner(fast, models):
     assert client.last_result.goal_index == 1 and client.last_result.steps_left == 0
     with pytest.raises(ServerError, match="all 3 steps of the goal schedule are planned"):
       client.plan(frame, pose)
-  assert len(actions) == len(executed) == 3
+  assert len(actions) == len(executed) == 3 and actions[0].flags.writeable
   np.testing.assert_allclose(np.stack(actions), np.stack(local), rtol=1e-6, atol=1e-7)
 
 

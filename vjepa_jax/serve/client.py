@@ -222,12 +222,14 @@ class PlannerClient:
     reply = self._request({"type": "plan", "frame": np.asarray(frame),
                            "pose": np.asarray(pose, np.float32)})
     self._next_step = reply["step"] + 1
+    # Copies: arrays decoded from a message are read-only views of it.
     self.last_result = PlanReply(
-        action=reply["action"], actions=reply["actions"], energy=reply["energy"],
-        energies=reply["energies"], plan_ms=reply["plan_ms"], queue_ms=reply["queue_ms"],
+        action=np.array(reply["action"]), actions=np.array(reply["actions"]),
+        energy=reply["energy"], energies=np.array(reply["energies"]),
+        plan_ms=reply["plan_ms"], queue_ms=reply["queue_ms"],
         decode_ms=reply["decode_ms"], roundtrip_ms=(time.perf_counter() - start) * 1e3,
         step=reply["step"], goal_index=reply["goal_index"], steps_left=reply["steps_left"])
-    return reply["action"]
+    return self.last_result.action
 
   def reset(self) -> None:
     """Forgets the goal and restarts the session's random stream."""

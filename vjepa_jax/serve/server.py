@@ -176,7 +176,6 @@ class PlannerServer:
     self._stop: asyncio.Event | None = None
     self.port: int | None = None
 
-  # --- work done on the planner thread -------------------------------------------------------
 
   def _encode_goals(self, images: list[np.ndarray]) -> list:
     for image in images:
@@ -212,7 +211,6 @@ class PlannerServer:
     log.info("warm-up: compiled and ran the plan for frames %s in %.1f s", shapes, seconds)
     return seconds
 
-  # --- queue -----------------------------------------------------------------------------------
 
   def _release(self, _future) -> None:
     with self._lock:
@@ -247,10 +245,8 @@ class PlannerServer:
     closed.cancel()
     return waiting.result()
 
-  # --- requests --------------------------------------------------------------------------------
 
-  def _frame(self, request: dict, name: str, value: Any = None) -> np.ndarray:
-    frame = request.get(name) if value is None else value
+  def _image(self, frame: Any, name: str) -> np.ndarray:
     if not isinstance(frame, np.ndarray):
       raise RequestError("bad_request", f"`{name}` must be a uint8 image array [H, W, 3], got "
                          f"{type(frame).__name__}")
@@ -265,7 +261,8 @@ class PlannerServer:
 
   def _pose(self, request: dict) -> np.ndarray:
     pose = request.get("pose")
-    layout = POSE_LAYOUT_7 if self.action_dim == 7 else f"the robot's {self.action_dim} states"
+    layout = (", ".join(POSE_LAYOUT_7) if self.action_dim == 7
+              else f"the robot's {self.action_dim} states")
     if not isinstance(pose, np.ndarray) or pose.dtype.kind not in "iuf":
       raise RequestError("bad_request", f"`pose` must be a float array [{self.action_dim}] "
                          f"({layout}), got {type(pose).__name__}")
@@ -284,7 +281,7 @@ class PlannerServer:
       raise RequestError("bad_request", "set_goal needs exactly one of `goal` (an image) or "
                          "`schedule` (a list of [image, steps])")
     if "goal" in request:
-      return [self._frame(request, "goal")], None, 0
+      return [self._image(request["goal"], "goal")], None, 0
     schedule = request["schedule"]
     if not isinstance(schedule, list) or not schedule:
       raise RequestError("bad_request", "`schedule` must be a non-empty list of [image, steps]")
@@ -295,7 +292,7 @@ class PlannerServer:
       if entry[1] < 1:
         raise RequestError("bad_request", f"schedule entry {i} has steps={entry[1]}; each "
                            "sub-goal needs at least 1 step")
-      images.append(self._frame(request, f"schedule[{i}] image", entry[0]))
+      images.append(self._image(entry[0], f"schedule[{i}] image"))
       steps.append(entry[1])
     bounds = np.cumsum(steps)
     start = request.get("start_step", 0)
@@ -355,7 +352,7 @@ class PlannerServer:
         reply = {"goals": len(images), "steps": None if bounds is None else int(bounds[-1]),
                  "step": first}
       else:
-        frame, pose = self._frame(request, "frame"), self._pose(request)
+        frame, pose = self._image(request.get("frame"), "frame"), self._pose(request)
         if session.goals is None:
           raise RequestError("no_goal", "no goal set: send set_goal (a goal image or a "
                              "schedule) before plan")
@@ -416,7 +413,6 @@ class PlannerServer:
       log.info("session %d closed (%s)", session.id,
                f"code {code} {connection.close_reason or ''}".strip() if code else "lost")
 
-  # --- websocket plumbing ----------------------------------------------------------------------
 
   def _check_token(self, connection: ServerConnection, request: Request) -> Response | None:
     if self.token is None:
