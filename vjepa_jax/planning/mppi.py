@@ -24,7 +24,8 @@ from vjepa_jax.planning.space import PlanResult
 def weights(energies: jnp.ndarray, temperature: float) -> jnp.ndarray:
   """Softmax weights `[S]` of energies `[S]` standardised over the samples (all equal: uniform)."""
   spread = jnp.maximum(jnp.std(energies), jnp.finfo(energies.dtype).tiny)
-  return jax.nn.softmax(-energies / (spread * temperature))
+  z = (energies - jnp.mean(energies)) / spread
+  return jax.nn.softmax(-z / temperature)
 
 
 def mppi_search(energy_fn: Callable[[jnp.ndarray], jnp.ndarray], key: jax.Array,
