@@ -7,9 +7,10 @@ Semantics are the official planner's (`notebooks/utils/mpc_utils.cem`):
   `search_rotation=True`). It starts at mean 0 and std (maxnorm, maxnorm, maxnorm, 1).
 - Each iteration draws `samples` action sequences, clips xyz to +-maxnorm and the gripper to
   +-gripper_max, applies the fixed axes and `close_gripper` (gripper := 1 from that horizon step
-  on), rolls the world model out over the horizon (poses integrated on device with
-  `poses.integrate_pose`) and scores every sample by its energy: the mean L1 distance between the
-  layer-normed prediction of the last frame and the layer-normed goal latent.
+  on), rolls the world model out over the horizon (states integrated on device: DROID poses with
+  `poses.integrate_pose`, or additively; `space.integrator`) and scores every sample by its
+  energy: the mean L1 distance between the layer-normed prediction of the last frame and the
+  layer-normed goal latent.
 - The `topk` lowest-energy samples give a mean and an unbiased std, blended with the previous
   ones: `new = (1 - m) * topk_stat + m * old`, with separate momenta for the gripper.
 - The plan is the final mean, with a gripper delta below `gripper_round` in magnitude set to 0.
