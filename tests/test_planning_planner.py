@@ -8,6 +8,7 @@ import pytest
 from vjepa_jax.planning import GoalSchedule
 from vjepa_jax.planning import Planner
 from vjepa_jax.planning import default_config
+from vjepa_jax.planning import plan_flops
 from vjepa_jax.planning import poses_to_diffs
 from vjepa_jax.planning import preprocess_frames
 from vjepa_jax.planning import __main__ as cli
@@ -46,6 +47,8 @@ def test_plan_returns_bounded_action_and_caches_the_goal(planner):
   assert isinstance(action, np.ndarray) and action.shape == (7,)
   assert np.all(np.abs(action[:3]) <= planner.cfg.maxnorm + 1e-7)
   np.testing.assert_array_equal(action[3:6], 0.0)
+  predictor_cfg = cli.random_tiny_models(seed=0)[1].cfg
+  assert planner.last_result.flops == plan_flops(planner.cfg, predictor_cfg) > 0
   cached = planner.goal_latent(goal)
   assert planner.goal_latent(goal.copy()) is cached
   assert len(planner._goals) == 1
