@@ -80,19 +80,19 @@ def official_flops(cfg: PredictorConfig, samples: int, iterations: int, horizon:
 
 
 def our_flops(cfg: PredictorConfig, samples: int, iterations: int, horizon: int) -> int:
-  """FLOPs per action of the cached, context-sharing rollout (see planning/rollout.py)."""
+  """FLOPs per action of the cached, context-sharing rollout (`models/world_model.py`)."""
   hw, p, m, d = cfg.grid[0] * cfg.grid[1], cfg.predictor_embed_dim, cfg.mlp_hidden, cfg.embed_dim
-  n = NUM_COND + hw
+  n, heads = NUM_COND + hw, cfg.num_heads
   per_sample = 0
   for h in range(horizon):
     keys = (h + 1) * n
-    blocks = [_block(n, n, keys, p, m)] * (cfg.depth - 1) + [_block(hw, n, keys, p, m)]
+    blocks = [_block(n, n, keys, p, m)] * cfg.depth
     if h == 0:
-      # Block 0 of the context step: only the action token is projected and attends; the
-      # shared rows add the action key through (n-1)*P logit and 2*(n-1)*P mixing MACs plus a
-      # P x P value projection.
-      blocks[0] = (2 * p * 3 * p + 4 * n * p + 2 * p * p + 2 * (n - 1) * p
-                   + 4 * (n - 1) * p + 2 * p * p + 4 * n * p * m)
+      # Block 0 of the context step (`Block.shared_rows`): only the action token is projected
+      # and attends; the shared rows add the action key through (n-1)*P logit MACs, its value's
+      # per-head projection (P x P) and 2*(n-1)*heads*P mixing MACs.
+      blocks[0] = (2 * p * 3 * p + 4 * n * p + 2 * p * p + 2 * (n - 1) * p + 2 * p * p
+                   + 4 * (n - 1) * heads * p + 4 * n * p * m)
       embed = 0
     else:
       embed = 2 * hw * d * p

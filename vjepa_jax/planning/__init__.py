@@ -4,7 +4,5 @@ from vjepa_jax.planning.cem import PlanResult
 from vjepa_jax.planning.cem import default_config
 from vjepa_jax.planning.planner import GoalSchedule
 from vjepa_jax.planning.planner import Planner
-from vjepa_jax.planning.planner import encode_latents
-from vjepa_jax.planning.planner import preprocess_frames
 from vjepa_jax.planning.poses import integrate_pose
 from vjepa_jax.planning.poses import poses_to_diffs

@@ -33,9 +33,9 @@ from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from vjepa_jax.models import world_model
 from vjepa_jax.models.ac_predictor import ACPredictor
 from vjepa_jax.planning import poses
-from vjepa_jax.planning import rollout
 
 XYZ, ROT, GRIPPER = (0, 1, 2), (3, 4, 5), 6
 
@@ -85,7 +85,10 @@ def default_config(preset: str = "paper") -> ml_collections.ConfigDict:
       cache; about 2x faster than one 800-sample batch on 2 cores), all at once on
       accelerators.
     reuse_context: share the context step's sample-independent work across samples
-      (see `rollout`); False recomputes it per sample as the official planner does.
+      (`world_model.rollout`); False recomputes it per sample as the official planner does.
+    crop: how `planner.Planner` crops camera frames (`vjepa_jax.preprocess`): "ac" (default, the
+      training crop, so the planner sees what the model was trained on) or "square" (the official
+      notebook's centre square crop).
     seed: base PRNG seed of `planner.Planner`.
   """
   if preset not in PRESETS:
@@ -101,6 +104,7 @@ def default_config(preset: str = "paper") -> ml_collections.ConfigDict:
   c.close_gripper = ml_collections.config_dict.placeholder(int)
   c.sample_chunk = -1
   c.reuse_context = True
+  c.crop = "ac"
   c.seed = 0
   return c
 
@@ -121,22 +125,6 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
       raise ValueError(f"fixed axis {axis} is not an action dimension (0-6)")
   if cfg.close_gripper is not None and cfg.close_gripper < 0:
     raise ValueError(f"close_gripper must be a horizon step >= 0, got {cfg.close_gripper}")
-
-
-def resolve_sample_chunk(chunk: int, samples: int, devices: int = 1,
-                         platform: str | None = None) -> int:
-  """The chunk size to use: `chunk` itself if >= 0, else the automatic choice (see
-  `default_config`): the largest multiple of `devices` dividing `samples` that is at most 64 per
-  device on CPU, 0 (no chunking) elsewhere."""
-  if chunk >= 0:
-    return chunk
-  platform = platform or jax.default_backend()
-  if platform != "cpu":
-    return 0
-  for size in range(min(64 * devices, samples), 0, -1):
-    if samples % size == 0 and size % devices == 0:
-      return 0 if size == samples else size
-  return 0
 
 
 def search_dims(cfg: ml_collections.ConfigDict) -> tuple[int, ...]:
@@ -172,11 +160,6 @@ def to_actions(values: jnp.ndarray, cfg: ml_collections.ConfigDict) -> jnp.ndarr
   return full
 
 
-def energy(z: jnp.ndarray, goal: jnp.ndarray) -> jnp.ndarray:
-  """Mean L1 distance `[B]` between layer-normed predictions `[B, N, D]` and a goal `[N, D]`."""
-  return jnp.mean(jnp.abs(z.astype(jnp.float32) - goal.astype(jnp.float32)), axis=(-2, -1))
-
-
 def momenta(cfg: ml_collections.ConfigDict) -> tuple[np.ndarray, np.ndarray]:
   """Per-search-dimension momenta (mean, std)."""
   dims = search_dims(cfg)
@@ -209,24 +192,6 @@ class PlanResult(NamedTuple):
   mean: jnp.ndarray
   std: jnp.ndarray
   energies: jnp.ndarray
-
-
-def rollout_energy(predictor: ACPredictor, ctx: rollout.Context, actions: jnp.ndarray,
-                   pose: jnp.ndarray, goal: jnp.ndarray, cfg: ml_collections.ConfigDict,
-                   context_frame: jnp.ndarray | None = None) -> jnp.ndarray:
-  """Energies `[S]` of action sequences `[S, H, 7]` rolled out from a prepared context."""
-  def one(chunk):
-    z = rollout.rollout(predictor, ctx, chunk, pose, poses.integrate_pose,
-                        reuse_context=cfg.reuse_context, context_frame=context_frame)
-    return energy(z, goal)
-
-  chunk = resolve_sample_chunk(cfg.sample_chunk, actions.shape[0])
-  if not chunk or chunk >= actions.shape[0]:
-    return one(actions)
-  # Chunk j holds samples j, j + n, j + 2n, ... (n chunks), so a sample axis sharded in
-  # contiguous blocks stays sharded inside every chunk.
-  chunks = jnp.swapaxes(actions.reshape((chunk, -1) + actions.shape[1:]), 0, 1)
-  return jnp.swapaxes(jax.lax.map(one, chunks), 0, 1).reshape(-1)
 
 
 def sample_noise(key: jax.Array, iteration, cfg: ml_collections.ConfigDict) -> jnp.ndarray:
@@ -274,13 +239,12 @@ def _plan(graphdef, cfg_json: str, sample_sharding: NamedSharding | None, params
     constrain = lambda x: x  # noqa: E731
   else:
     constrain = lambda x: jax.lax.with_sharding_constraint(x, sample_sharding)  # noqa: E731
-  model = nnx.merge(graphdef, params)
-  model.eval()  # inference mode inside the trace only (no dropout in LoRA adapters)
-  ctx = rollout.prepare_context(model, context, states, actions)
-  frame = context[:, -model.tokens_per_frame:]
+  model = world_model.inference_module(graphdef, params)
+  ctx = world_model.prepare_context(model, context, states, actions)
 
   def energy_fn(candidates):
-    return rollout_energy(model, ctx, candidates, states[0, -1], goal, cfg, frame)
+    return world_model.rollout_energy(model, ctx, candidates, goal, poses.integrate_pose,
+                                      cfg.sample_chunk, cfg.reuse_context)
 
   return cem_search(energy_fn, key, cfg, constrain)
 
@@ -312,7 +276,7 @@ class PlanFunction:
     if mesh is not None:
       axis = sample_axis or mesh.axis_names[0]
       size = mesh.shape[axis]
-    cfg.sample_chunk = resolve_sample_chunk(cfg.sample_chunk, cfg.samples, size)
+    cfg.sample_chunk = world_model.resolve_sample_chunk(cfg.sample_chunk, cfg.samples, size)
     self.cfg = cfg
     if mesh is not None:
       if cfg.samples % size or (cfg.sample_chunk and cfg.sample_chunk % size):
