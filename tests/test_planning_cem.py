@@ -3,7 +3,7 @@ known optimum.
 
 The update rule is checked against a NumPy re-statement of the official `cem` (same draws), and
 the planner end to end on world models whose optimum is known by construction. (The energy is
-checked against the official world-model loop in test_planning_rollout.py.)
+checked against the official world-model loop in test_world_model.py.)
 """
 import jax
 import jax.numpy as jnp
@@ -18,7 +18,7 @@ from vjepa_jax.planning import cem
 from vjepa_jax.planning import plan_function
 from vjepa_jax.planning import space
 from vjepa_jax.planning import default_config
-from vjepa_jax.planning import rollout
+from vjepa_jax.models import world_model
 from vjepa_jax.planning import __main__ as cli
 from weights_conversion import load_official_checkpoint
 
@@ -155,8 +155,8 @@ def test_cem_recovers_the_action_that_produced_the_goal():
   @jax.jit
   def predict(params):
     m = nnx.merge(graphdef, params)
-    ctx = rollout.prepare_context(m, context, states)
-    return rollout.rollout(m, ctx, true[None, None], states[0, 0], lambda p, a: p)[0]
+    ctx = world_model.prepare_context(m, context, states)
+    return world_model.rollout(m, ctx, true[None, None], lambda p, a: p)[0]
 
   goal = predict(params)
   cfg = _small(samples=200, iterations=6, topk=10)

@@ -20,7 +20,7 @@ from vjepa_jax.models import pretrained
 from vjepa_jax.planning import config
 from vjepa_jax.planning import mppi
 from vjepa_jax.planning import plan_function
-from vjepa_jax.planning import rollout
+from vjepa_jax.models import world_model
 from vjepa_jax.planning import space
 from vjepa_jax.planning import __main__ as cli
 
@@ -101,8 +101,8 @@ def _predict(model, context, states, actions, integrate=planning.integrate_pose)
   @jax.jit
   def predict(params):
     m = nnx.merge(graphdef, params)
-    ctx = rollout.prepare_context(m, context, states)
-    return rollout.rollout(m, ctx, actions, states[0, 0], integrate)[0]
+    ctx = world_model.prepare_context(m, context, states)
+    return world_model.rollout(m, ctx, actions, integrate)[0]
 
   return predict(params)
 

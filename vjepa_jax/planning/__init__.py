@@ -4,8 +4,6 @@ from vjepa_jax.planning.config import default_config
 from vjepa_jax.planning.flops import plan_flops
 from vjepa_jax.planning.planner import GoalSchedule
 from vjepa_jax.planning.planner import Planner
-from vjepa_jax.planning.planner import encode_latents
-from vjepa_jax.planning.planner import preprocess_frames
 from vjepa_jax.planning.poses import integrate_pose
 from vjepa_jax.planning.poses import poses_to_diffs
 from vjepa_jax.planning.plan_function import PlanFunction

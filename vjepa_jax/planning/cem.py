@@ -20,65 +20,18 @@ world model's energy into one function whose samples can be sharded over devices
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 
-from vjepa_jax.models.ac_predictor import ACPredictor
-from vjepa_jax.planning import poses
-from vjepa_jax.planning import rollout
 from vjepa_jax.planning import space
 # The config lives in its own module; evaluation and the CLI reach it through this one.
 from vjepa_jax.planning.config import PRESETS  # noqa: F401
 from vjepa_jax.planning.config import default_config  # noqa: F401
 from vjepa_jax.planning.config import validate  # noqa: F401
 from vjepa_jax.planning.space import PlanResult
-
-
-def resolve_sample_chunk(chunk: int, samples: int | Sequence[int], devices: int = 1,
-                         platform: str | None = None) -> int:
-  """The chunk size to use: `chunk` itself if >= 0, else the automatic choice (see
-  `default_config`): on CPU the largest multiple of `devices`, at most 64 per device, that
-  divides every sample count in `samples` smaller than it; 0 (no chunking) elsewhere or when
-  no chunk would be smaller than the largest count."""
-  if chunk >= 0:
-    return chunk
-  counts = (samples,) if isinstance(samples, int) else tuple(samples)
-  platform = platform or jax.default_backend()
-  if platform != "cpu":
-    return 0
-  largest = max(counts)
-  for size in range(min(64 * devices, largest), 0, -1):
-    if size % devices == 0 and all(n % size == 0 for n in counts if n > size):
-      return 0 if size == largest else size
-  return 0
-
-
-def energy(z: jnp.ndarray, goal: jnp.ndarray) -> jnp.ndarray:
-  """Mean L1 distance `[B]` between layer-normed predictions `[B, N, D]` and a goal `[N, D]`."""
-  return jnp.mean(jnp.abs(z.astype(jnp.float32) - goal.astype(jnp.float32)), axis=(-2, -1))
-
-
-def rollout_energy(predictor: ACPredictor, ctx: rollout.Context, actions: jnp.ndarray,
-                   pose: jnp.ndarray, goal: jnp.ndarray, cfg: ml_collections.ConfigDict,
-                   context_frame: jnp.ndarray | None = None,
-                   integrate=poses.integrate_pose) -> jnp.ndarray:
-  """Energies `[S]` of action sequences `[S, H, A]` rolled out from a prepared context; states
-  follow the actions through `integrate` (`space.integrator`)."""
-  def one(chunk):
-    z = rollout.rollout(predictor, ctx, chunk, pose, integrate,
-                        reuse_context=cfg.reuse_context, context_frame=context_frame)
-    return energy(z, goal)
-
-  chunk = resolve_sample_chunk(cfg.sample_chunk, actions.shape[0])
-  if not chunk or chunk >= actions.shape[0]:
-    return one(actions)
-  # Chunk j holds samples j, j + n, j + 2n, ... (n chunks), so a sample axis sharded in
-  # contiguous blocks stays sharded inside every chunk.
-  chunks = jnp.swapaxes(actions.reshape((chunk, -1) + actions.shape[1:]), 0, 1)
-  return jnp.swapaxes(jax.lax.map(one, chunks), 0, 1).reshape(-1)
 
 
 def sample_noise(key: jax.Array, iteration, cfg: ml_collections.ConfigDict) -> jnp.ndarray:

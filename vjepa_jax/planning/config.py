@@ -79,7 +79,11 @@ def default_config(preset: str = "paper") -> ml_collections.ConfigDict:
       stay in cache; about 2x faster than one 800-sample batch on 2 cores), all at once on
       accelerators.
     reuse_context: share the context step's sample-independent work across samples
-      (see `rollout`); False recomputes it per sample as the official planner does.
+      (`models.world_model.rollout`); False recomputes it per sample as the official planner
+      does.
+    crop: how `planner.Planner` crops camera frames (`vjepa_jax.preprocess`): "ac" (default, the
+      training crop, so the planner sees what the model was trained on) or "square" (the official
+      notebook's centre square crop).
     seed: base PRNG seed of `planner.Planner`.
   """
   if preset not in PRESETS:
@@ -105,6 +109,7 @@ def default_config(preset: str = "paper") -> ml_collections.ConfigDict:
   c.integration = "pose"
   c.sample_chunk = -1
   c.reuse_context = True
+  c.crop = "ac"
   c.seed = 0
   return c
 

@@ -1,7 +1,7 @@
 """Analytic predictor FLOPs of a plan, so planners can be compared at equal compute.
 
 Counted: every matrix product of the world model that a plan runs (2 FLOPs per multiply-add), for
-the cached, context-sharing rollout of `rollout` (block 0 of the context step runs only the
+the cached, context-sharing rollout of `models.world_model` (block 0 of the context step runs only the
 sampled action's token; the state and frame tokens' work is done once per plan). Element-wise work
 (GELU, softmax, layer norms, the search's own arithmetic) is not counted; XLA's cost analysis of
 a compiled plan, which counts it, is a few percent higher (checked in the tests).
@@ -57,11 +57,10 @@ def _sizes(cfg: PredictorConfig) -> tuple[int, int, int, int, int, int]:
 
 def _step(cfg: PredictorConfig, keys: int) -> Cost:
   """A full predictor step (frame embedding, conditioning tokens, blocks, output head) for one
-  sample attending to `keys` keys; the last block answers only the frame tokens' queries."""
+  sample attending to `keys` keys."""
   hw, n, p, m, d, depth = _sizes(cfg)
   embed = Cost(2 * hw * d * p + 2 * NUM_COND * cfg.action_dim * p + 2 * hw * p * d, 0)
-  blocks = [block_cost(n, n, keys, p, m)] * (depth - 1) + [block_cost(hw, n, keys, p, m)]
-  return sum(blocks, embed)
+  return sum([block_cost(n, n, keys, p, m)] * depth, embed)
 
 
 def rollout_cost(cfg: PredictorConfig, horizon: int, context_frames: int = 1,
@@ -76,10 +75,10 @@ def rollout_cost(cfg: PredictorConfig, horizon: int, context_frames: int = 1,
       heads = cfg.num_heads
       shared = n - 1
       # Block 0 for the action token alone, plus folding its key into the shared rows
-      # (`rollout.context_step`); no frame embedding, only the action encoder.
+      # (`layers.Block.shared_rows`); no frame embedding, only the action encoder.
       block0 = Cost(2 * p * 3 * p + 2 * p * p + 2 * p * p + 4 * n * p * m,
                     4 * keys * p + 2 * shared * p + 4 * shared * heads * p)
-      full0 = block_cost(n, n, keys, p, m) if depth > 1 else block_cost(hw, n, keys, p, m)
+      full0 = block_cost(n, n, keys, p, m)
       step = Cost(step.weights - full0.weights + block0.weights
                   - 2 * hw * d * p - 2 * cfg.action_dim * p,
                   step.attention - full0.attention + block0.attention)

@@ -22,13 +22,13 @@ from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from vjepa_jax.models import world_model
 from vjepa_jax.models.ac_predictor import ACPredictor
 from vjepa_jax.planning import cem
 from vjepa_jax.planning import config as config_lib
 from vjepa_jax.planning import flops
 from vjepa_jax.planning import gradient
 from vjepa_jax.planning import mppi
-from vjepa_jax.planning import rollout
 from vjepa_jax.planning import space
 from vjepa_jax.planning.space import PlanResult
 
@@ -58,7 +58,7 @@ def resolve(cfg: ml_collections.ConfigDict, predictor_cfg, devices: int = 1
                      f"take the predictor's")
   config_lib.validate(cfg)
   batches = config_lib.sample_batches(cfg)
-  cfg.sample_chunk = cem.resolve_sample_chunk(cfg.sample_chunk, batches, devices)
+  cfg.sample_chunk = world_model.resolve_sample_chunk(cfg.sample_chunk, batches, devices)
   if devices > 1 and any(b % devices for b in batches + (cfg.sample_chunk,)):
     raise ValueError(f"sample counts {batches} (and sample_chunk={cfg.sample_chunk}) must be "
                      f"divisible by the {devices} devices of the sample mesh axis")
@@ -73,14 +73,13 @@ def _plan(graphdef, cfg: ml_collections.FrozenConfigDict, sample_sharding: Named
     constrain = cem.identity
   else:
     constrain = lambda x: jax.lax.with_sharding_constraint(x, sample_sharding)  # noqa: E731
-  model = nnx.merge(graphdef, params)
-  model.eval()  # inference mode inside the trace only (no dropout in LoRA adapters)
-  ctx = rollout.prepare_context(model, context, states, actions)
-  frame = context[:, -model.tokens_per_frame:]
+  model = world_model.inference_module(graphdef, params)
+  ctx = world_model.prepare_context(model, context, states, actions)
   integrate = space.integrator(cfg)
 
   def energy_fn(candidates):
-    return cem.rollout_energy(model, ctx, candidates, states[0, -1], goal, cfg, frame, integrate)
+    return world_model.rollout_energy(model, ctx, candidates, goal, integrate, cfg.sample_chunk,
+                                      cfg.reuse_context)
 
   return search(energy_fn, key, cfg, constrain)
 

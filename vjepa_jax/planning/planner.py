@@ -6,11 +6,11 @@
 The search method is the config's `method` ("cem", "mppi" or "gd"); the pose and action width
 `A` is the predictor's `action_dim`.
 
-Frames are uint8 `[H, W, 3]` camera images, preprocessed as the official planner does: a
-non-square frame is centre-cropped to a square, resized bilinearly (no antialiasing, half-pixel
-centres) to the predictor's image size and ImageNet-normalised; each frame is encoded on its own
-(repeated over one tubelet) and the tokens are layer-normed. Goal latents are cached per goal
-image, so a fixed goal is encoded once.
+Frames are uint8 `[H, W, 3]` camera images, preprocessed by `vjepa_jax.preprocess` exactly as
+training preprocesses its clips (`cfg.crop="ac"`: the training crop, resized to the predictor's
+image size and ImageNet-normalised; `cfg.crop="square"` takes the official notebook's centre
+square crop instead); each frame is encoded on its own (repeated over one tubelet) and the tokens
+are layer-normed. Goal latents are cached per goal image, so a fixed goal is encoded once.
 
 `GoalSchedule` holds a list of (goal image, number of steps), the paper's pick-and-place
 sub-goals; `Planner.follow` runs a closed loop over it with caller-supplied `observe` and
@@ -29,60 +29,18 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from vjepa_jax.models import layers
+from vjepa_jax import preprocess
+from vjepa_jax.models import world_model
 from vjepa_jax.models.ac_predictor import ACPredictor
-from vjepa_jax.models.vit import VisionTransformer
-from vjepa_jax.models.vit import encode_frames
 from vjepa_jax.planning import config as config_lib
 from vjepa_jax.planning import plan_function
 from vjepa_jax.planning.space import PlanResult
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def preprocess_frames(frames: jnp.ndarray, size: int) -> jnp.ndarray:
-  """uint8 frames `[..., H, W, 3]` -> normalised float32 `[..., size, size, 3]`.
-
-  Centre square crop (offsets floor-halved), bilinear resize without antialiasing, then
-  `(x / 255 - mean) / std` with the ImageNet statistics.
-  """
-  frames = jnp.asarray(frames)
-  if frames.ndim < 3 or frames.shape[-1] != 3:
-    raise ValueError(f"frames must be [..., H, W, 3] RGB, got shape {tuple(frames.shape)}")
-  h, w = frames.shape[-3:-1]
-  s = min(h, w)
-  top, left = (h - s) // 2, (w - s) // 2
-  x = frames[..., top:top + s, left:left + s, :].astype(jnp.float32)
-  if s != size:
-    x = jax.image.resize(x, x.shape[:-3] + (size, size, 3), method="linear", antialias=False)
-  mean = jnp.asarray(IMAGENET_MEAN, jnp.float32) * 255.0
-  std = jnp.asarray(IMAGENET_STD, jnp.float32) * 255.0
-  return (x - mean) / std
-
-
-def encode_latents(encoder: VisionTransformer, frames: jnp.ndarray, size: int) -> jnp.ndarray:
-  """uint8 frames `[B, T, H, W, 3]` -> layer-normed per-frame tokens `[B, T*h*w, D]`."""
-  return layers.layer_norm_no_affine(encode_frames(encoder, preprocess_frames(frames, size)))
-
-
-def inference_model(graphdef, params) -> nnx.Module:
-  """The module rebuilt inside a traced function, in inference mode (dropout of LoRA adapters
-  off) without touching the caller's module."""
-  model = nnx.merge(graphdef, params)
-  model.eval()
-  return model
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _encode(graphdef, size: int, params, frames: jnp.ndarray) -> jnp.ndarray:
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _encode(graphdef, size: int, crop: str, params, frames: jnp.ndarray) -> jnp.ndarray:
   """uint8 `[T, H, W, 3]` -> `[T*h*w, D]` (static graphdef: one executable per model shape)."""
-  return encode_latents(inference_model(graphdef, params), frames[None], size)[0]
-
-
-def module_of(model: Any) -> nnx.Module:
-  """Accepts an NNX module or a `models.pretrained.Loaded` wrapper."""
-  return getattr(model, "module", model)
+  encoder = world_model.inference_module(graphdef, params)
+  return world_model.encode_latents(encoder, frames[None], size, crop)[0]
 
 
 class GoalSchedule:
@@ -136,12 +94,13 @@ class Planner:
   def __init__(self, encoder: Any, predictor: Any, cfg: ml_collections.ConfigDict | None = None,
                *, mesh=None, sample_axis: str | None = None, goal_cache_size: int = 16):
     self.cfg = config_lib.default_config() if cfg is None else cfg
-    encoder, predictor = module_of(encoder), module_of(predictor)
+    encoder, predictor = world_model.module_of(encoder), world_model.module_of(predictor)
     if not isinstance(predictor, ACPredictor):
       raise ValueError(f"predictor must be an ACPredictor, got {type(predictor).__name__}")
     if encoder.cfg.embed_dim != predictor.cfg.embed_dim:
       raise ValueError(f"encoder width {encoder.cfg.embed_dim} != predictor input width "
                        f"{predictor.cfg.embed_dim}")
+    preprocess.check_crop(self.cfg.crop, preprocess.DEVICE_CROPS)
     self.image_size = predictor.cfg.img_size
     self.tokens_per_frame = predictor.tokens_per_frame
     self.action_dim = predictor.cfg.action_dim
@@ -163,7 +122,7 @@ class Planner:
       frames = frames[None]
     if frames.ndim != 4 or frames.shape[-1] != 3:
       raise ValueError(f"frames must be [H, W, 3] or [T, H, W, 3], got {frames.shape}")
-    return _encode(self._enc_graphdef, self.image_size, self._enc_params, frames)
+    return _encode(self._enc_graphdef, self.image_size, self.cfg.crop, self._enc_params, frames)
 
   def goal_latent(self, goal_frame: np.ndarray) -> jnp.ndarray:
     """Encoded goal, cached by image content."""

@@ -42,6 +42,7 @@ from websockets.http11 import Request
 from websockets.http11 import Response
 
 from vjepa_jax import planning
+from vjepa_jax.models import world_model
 from vjepa_jax.planning import planner as planner_lib
 from vjepa_jax.serve import protocol
 
@@ -156,8 +157,8 @@ class PlannerServer:
     if max_queue < 0:
       raise ValueError(f"max_queue must be >= 0, got {max_queue}")
     self.planner = planning.Planner(encoder, predictor, cfg)
-    encoder_cfg = planner_lib.module_of(encoder).cfg
-    predictor_cfg = planner_lib.module_of(predictor).cfg
+    encoder_cfg = world_model.module_of(encoder).cfg
+    predictor_cfg = world_model.module_of(predictor).cfg
     self.model_config = {"encoder": dataclasses.asdict(encoder_cfg),
                          "predictor": dataclasses.asdict(predictor_cfg)}
     self.action_dim = int(predictor_cfg.action_dim)
