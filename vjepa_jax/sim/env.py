@@ -33,6 +33,7 @@ TASKS = {"reach": "PandaReachEnv", "push": "PandaPushEnv",
 FINGER_MAX = 0.08  # m: Panda finger opening at gripper = 0.
 DOWN = np.array([1.0, 0.0, 0.0, 0.0])  # quaternion (x, y, z, w): the gripper pointing down
 OBJECT_SIZE = 0.04  # m: the cube of push and pick-and-place
+BASE = np.array([-0.6, 0.0, 0.0])  # where panda-gym places the robot base (world frame)
 # Where the end effector moves (world frame): panda-gym's goal region plus a margin.
 WORKSPACE = (np.array([-0.2, -0.2, 0.01]), np.array([0.2, 0.2, 0.33]))
 _INSTALL = "pip install -e '.[sim]'"
@@ -99,9 +100,14 @@ class FrankaSim:
     self.robot = self.env.robot
     self.task = self.env.task
     self.client = self.env.sim.physics_client
-    self.base = np.asarray(
-        self.client.getBasePositionAndOrientation(self.env.sim._bodies_idx["panda"])[0])
+    self.base = BASE
     self.blocked_gripper = bool(self.robot.block_gripper)
+    self._body = self.env.sim._bodies_idx["panda"]
+    limits = np.array([self.client.getJointInfo(self._body, int(j))[8:10]
+                       for j in self.robot.joint_indices])
+    self._ik_limits = {"lowerLimits": limits[:, 0].tolist(), "upperLimits": limits[:, 1].tolist(),
+                       "jointRanges": (limits[:, 1] - limits[:, 0]).tolist(),
+                       "restPoses": self.robot.neutral_joint_values.tolist()}
     self.steps = 0
     self.start_object: np.ndarray | None = None
 
@@ -134,8 +140,8 @@ class FrankaSim:
   def state(self) -> np.ndarray:
     """float32 `[7]` (see the module docstring)."""
     import pybullet
-    link = self.client.getLinkState(self.env.sim._bodies_idx["panda"], self.robot.ee_link)
-    euler = np.asarray(pybullet.getEulerFromQuaternion(link[5]))  # extrinsic xyz, like ours
+    link = self._ee_link()
+    euler = np.asarray(pybullet.getEulerFromQuaternion(link[1]))  # extrinsic xyz, like ours
     grip = 1.0 - np.clip(self.robot.get_fingers_width() / FINGER_MAX, 0.0, 1.0)
     return np.concatenate([self.ee_position() - self.base, euler, [grip]]).astype(np.float32)
 
@@ -143,9 +149,13 @@ class FrankaSim:
     """float32 `[7]` arm joint angles."""
     return np.array([self.robot.get_joint_angle(i) for i in range(7)], np.float32)
 
+  def _ee_link(self):
+    # Forward kinematics of the current joints (not the link pose cached at the last step).
+    return self.client.getLinkState(self._body, self.robot.ee_link, computeForwardKinematics=True)
+
   def ee_position(self) -> np.ndarray:
     """End-effector position `[3]` in the world frame."""
-    return np.asarray(self.robot.get_ee_position(), np.float64)
+    return np.asarray(self._ee_link()[0], np.float64)  # the point panda-gym's tasks measure
 
   def object_position(self) -> np.ndarray | None:
     """The cube's position `[3]` (world frame); None in reach."""
@@ -158,13 +168,17 @@ class FrankaSim:
     """The task goal `[3]` (world frame): end-effector target (reach) or object target."""
     return np.asarray(self.task.get_goal(), np.float64)
 
+  def achieved(self) -> np.ndarray:
+    """What the task compares with its goal: the end effector (reach) or the cube `[3]`."""
+    return self.ee_position() if self.cfg.task == "reach" else self.object_position()
+
   def distance(self) -> float:
     """Distance between the achieved goal (end effector or object) and the goal (m)."""
-    return float(np.linalg.norm(np.asarray(self.task.get_achieved_goal()) - self.goal))
+    return float(np.linalg.norm(self.achieved() - self.goal))
 
   def info(self) -> dict:
-    achieved = np.asarray(self.task.get_achieved_goal())
-    return {"is_success": bool(self.task.is_success(achieved, self.task.get_goal())),
+    """The task's own success test on the current scene, and the distance to the goal."""
+    return {"is_success": bool(self.task.is_success(self.achieved(), self.goal)),
             "distance": self.distance()}
 
   def step(self, action: np.ndarray) -> dict:
@@ -181,8 +195,7 @@ class FrankaSim:
       closed = 1.0 - self.robot.get_fingers_width() / FINGER_MAX
       width = (1.0 - np.clip(closed + action[6], 0.0, 1.0)) * FINGER_MAX
     for _ in range(self.cfg.substeps):
-      arm = self.robot.inverse_kinematics(link=self.robot.ee_link, position=target,
-                                          orientation=DOWN)[:7]
+      arm = self.inverse_kinematics(target)
       self.robot.control_joints(np.concatenate([arm, [width / 2, width / 2]]))
       self.env.sim.step()
     self.steps += 1
@@ -209,11 +222,23 @@ class FrankaSim:
       return ee, 0.0, goal
     return goal, OBJECT_SIZE, goal
 
+  def inverse_kinematics(self, position: np.ndarray) -> np.ndarray:
+    """Arm joint angles `[7]` putting the end effector at `position` pointing down.
+
+    The null space is pulled towards the neutral pose, so the arm's posture is (nearly) a
+    function of the end-effector position: a goal image shows the arm as it looks when the
+    controller brings it there.
+    """
+    q = self.client.calculateInverseKinematics(
+        self._body, self.robot.ee_link, [float(v) for v in position], DOWN.tolist(),
+        maxNumIterations=100, residualThreshold=1e-5, **self._ik_limits)
+    return np.asarray(q[:7])
+
   def place(self, ee: np.ndarray, width: float, obj: np.ndarray | None) -> None:
-    """Teleports the arm (iterated inverse kinematics), the fingers and the cube."""
+    """Teleports the arm (inverse kinematics from the neutral pose), the fingers and the cube."""
+    self.robot.set_joint_neutral()
     for _ in range(8):
-      arm = self.robot.inverse_kinematics(link=self.robot.ee_link, position=np.asarray(ee),
-                                          orientation=DOWN)[:7]
+      arm = self.inverse_kinematics(np.asarray(ee))
       self.robot.set_joint_angles(np.concatenate([arm, [width / 2, width / 2]]))
     if obj is not None:
       self.env.sim.set_base_pose("object", np.asarray(obj), np.array([0.0, 0.0, 0.0, 1.0]))
