@@ -10,7 +10,7 @@ step's state as the command) through `vjepa_jax.data.synthetic`'s writer, so
 `droid.make_clip_dataset` reads it like DROID. `sim.json` beside it records the simulator
 settings (task, camera, image size) for `vjepa_jax.sim.evaluate`.
 Episodes come from `expert.ScriptedExpert` with exploration noise and random motions; episode i
-uses seed `seed + i`.
+uses seed `seed + i` (the same episodes for any `--workers`).
 """
 from __future__ import annotations
 
@@ -109,26 +109,48 @@ def write_lerobot(out_dir: str, episodes: Sequence[dict], task: str, image_size:
       "--config.data.path=DIR)")
 
 
+def _collect_seeds(cfg_dict: dict, seeds: Sequence[int], expert_kw: dict,
+                   log_every: int = 0) -> list[dict]:
+  """Episodes for `seeds` in one simulator; episode `s` draws its expert noise from
+  `default_rng([s, 2])`, so results do not depend on how seeds are split over workers."""
+  start = time.time()
+  runs = []
+  with env_lib.FrankaSim(env_lib.SimConfig.from_dict(cfg_dict)) as sim:
+    for i, s in enumerate(seeds):
+      expert = expert_lib.ScriptedExpert(sim, np.random.default_rng([s, 2]), explore=True,
+                                         **expert_kw)
+      runs.append(run_episode(sim, expert, s))
+      if log_every and (i + 1) % log_every == 0:
+        print(f"episode {i + 1}/{len(seeds)} ({time.time() - start:.0f} s)", flush=True)
+  return runs
+
+
 def collect(cfg: env_lib.SimConfig, episodes: int, out_dir: str, fmt: str = "rlds",
             seed: int = 0, noise: float = 0.3, random_motion: float = 0.1,
-            speed: tuple[float, float] = (0.3, 1.0), shards: int = 1,
+            speed: tuple[float, float] = (0.3, 1.0), shards: int = 1, workers: int = 1,
             log_every: int = 10) -> dict:
-  """Runs and writes `episodes` episodes; returns a summary dict."""
+  """Runs and writes `episodes` episodes (over `workers` processes); returns a summary."""
   if fmt not in FORMATS:
     raise ValueError(f"unknown format {fmt!r}; expected one of {FORMATS}")
-  if episodes < 1:
-    raise ValueError(f"episodes must be >= 1, got {episodes}")
+  if episodes < 1 or workers < 1:
+    raise ValueError(f"episodes and workers must be >= 1, got {episodes}, {workers}")
   if fmt == "lerobot":
     write_lerobot(out_dir, [], cfg.task, cfg.image_size)
   start = time.time()
-  runs = []
-  with env_lib.FrankaSim(cfg) as sim:
-    expert = expert_lib.ScriptedExpert(sim, np.random.default_rng(seed), noise=noise,
-                                       random_motion=random_motion, explore=True, speed=speed)
-    for i in range(episodes):
-      runs.append(run_episode(sim, expert, seed + i))
-      if log_every and (i + 1) % log_every == 0:
-        print(f"episode {i + 1}/{episodes} ({time.time() - start:.0f} s)", flush=True)
+  seeds = list(range(seed, seed + episodes))
+  expert_kw = {"noise": noise, "random_motion": random_motion, "speed": tuple(speed)}
+  if workers == 1:
+    runs = _collect_seeds(cfg.to_dict(), seeds, expert_kw, log_every)
+  else:
+    import concurrent.futures
+    import multiprocessing
+    parts = [seeds[w::workers] for w in range(workers) if seeds[w::workers]]
+    with concurrent.futures.ProcessPoolExecutor(
+        len(parts), mp_context=multiprocessing.get_context("spawn")) as pool:
+      done = list(pool.map(_collect_seeds, [cfg.to_dict()] * len(parts), parts,
+                           [expert_kw] * len(parts), [log_every] * len(parts)))
+    by_seed = {r["seed"]: r for part in done for r in part}
+    runs = [by_seed[s] for s in seeds]
   write_rlds(out_dir, runs, cfg.task, cfg.image_size, shards)
   with open(os.path.join(out_dir, SIM_FILE), "w") as f:
     json.dump({"sim": cfg.to_dict(), "seed": seed, "episodes": episodes, "noise": noise,
@@ -183,10 +205,13 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--random-motion", type=float, default=0.1,
                       help="probability per step of starting a random motion")
   parser.add_argument("--shards", type=int, default=1)
+  parser.add_argument("--workers", type=int, default=1,
+                      help="simulator processes (episodes are the same for any count)")
   args = parser.parse_args(sys.argv[1:] if argv is None else argv)
   try:
     summary = collect(sim_config(args), args.episodes, args.out, args.format, args.seed,
-                      args.noise, args.random_motion, shards=args.shards)
+                      args.noise, args.random_motion, shards=args.shards,
+                      workers=args.workers)
   except (ValueError, NotImplementedError, ImportError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
