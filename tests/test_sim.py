@@ -197,3 +197,13 @@ def test_rank_correlation():
   a = np.arange(10.0)
   assert landscape.rank_correlation(a, a ** 2) == pytest.approx(1.0)
   assert landscape.rank_correlation(a, -a) == pytest.approx(-1.0)
+
+
+def test_sim_franka_config_matches_collected_data():
+  import importlib
+  from vjepa_jax.train import trainer
+  c = importlib.import_module("configs.sim_franka").get_config()
+  trainer.validate(c, num_devices=2, process_count=1)
+  # One clip step is one control step, on the camera collect writes.
+  assert c.data.frame_step == 1 and c.data.camera == collect.CAMERA_KEY
+  assert c.model.encoder.embed_dim == 96 and c.model.predictor.img_size == 64
