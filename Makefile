@@ -37,13 +37,14 @@ demo: $(STAMP)
 # then plan in closed loop (random actions as the reference).
 sim-demo: $(STAMP)
 	test -f $(SIM_WORKDIR)/reach_data/dataset_info.json || \
-	  $(PY) -m vjepa_jax.sim.collect --task reach --episodes $(SIM_EPISODES) --out $(SIM_WORKDIR)/reach_data
+	  $(PY) -m vjepa_jax.sim.collect --task reach --episodes $(SIM_EPISODES) --workers 2 \
+	    --out $(SIM_WORKDIR)/reach_data
 	$(PY) -m vjepa_jax.main --config configs/sim_franka.py --workdir $(SIM_WORKDIR)/run \
 	  --config.data.path=$(SIM_WORKDIR)/reach_data
 	$(PY) -m vjepa_jax.sim.evaluate --task reach --episodes 50 --planner random \
 	  --out $(SIM_WORKDIR)/eval/random
 	$(PY) -m vjepa_jax.sim.evaluate --task reach --episodes 50 --planner cem \
-	  --workdir $(SIM_WORKDIR)/run --out $(SIM_WORKDIR)/eval/cem
+	  --workdir $(SIM_WORKDIR)/run --samples 200 --iterations 4 --out $(SIM_WORKDIR)/eval/cem
 
 clean:
 	rm -rf $(VENV) $(DEMO_WORKDIR) $(SIM_WORKDIR)
