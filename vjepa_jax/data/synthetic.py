@@ -335,8 +335,9 @@ def _nest(flat: dict) -> dict:
   return _features_dict(tree)
 
 
-def features_json(image_hw: tuple[int, int] = (180, 320)) -> dict:
-  """The DROID FeaturesDict as TFDS writes it to features.json."""
+def features_json(image_hw: tuple[int, int] = (180, 320),
+                  cameras: Sequence[str] = CAMERAS) -> dict:
+  """The DROID FeaturesDict as TFDS writes it to features.json (with the given cameras)."""
   text = lambda d: {"description": d, "pythonClassName": _TFDS + "text_feature.Text", "text": {}}
   step = {}
   for key, size, desc in _TENSORS:
@@ -348,7 +349,8 @@ def features_json(image_hw: tuple[int, int] = (180, 320)) -> dict:
                  "tensor": {"dtype": dtype, "encoding": "none", "shape": {}}}
   for key in _TEXTS:
     step[key] = text("Language Instruction.")
-  for cam, desc in _IMAGE_DESCRIPTIONS.items():
+  for cam in cameras:
+    desc = _IMAGE_DESCRIPTIONS.get(cam, cam)
     step["observation/" + cam] = {
         "description": desc, "pythonClassName": _TFDS + "image_feature.Image",
         "image": {"dtype": "uint8", "encodingFormat": "jpeg",
@@ -401,7 +403,7 @@ def serialize_episode(ep: dict) -> bytes:
   feats["steps/is_terminal"] = ints(last)
   for key in _TEXTS:
     feats["steps/" + key] = strings([ep["language_instruction"].encode()] * n)
-  for cam in CAMERAS:
+  for cam in ep["images"]:
     feats["steps/observation/" + cam] = strings(ep["images"][cam])
   feats["episode_metadata/file_path"] = strings([ep["file_path"].encode()])
   feats["episode_metadata/recording_folderpath"] = strings([ep["recording_folderpath"].encode()])
@@ -414,6 +416,7 @@ def write_dataset(out_dir: str, episodes: Sequence[dict], num_shards: int = 1,
                   image_hw: tuple[int, int] = (180, 320)) -> list[str]:
   """Writes `episodes` round-robin into `num_shards` TFRecord shards plus the TFDS json files.
 
+  Every episode holds the same cameras (`ep["images"]` keys); features.json lists those.
   Returns the shard paths.
   """
   if not 1 <= num_shards <= max(len(episodes), 1):
@@ -430,7 +433,8 @@ def write_dataset(out_dir: str, episodes: Sequence[dict], num_shards: int = 1,
     lengths.append(len(shard))
     total += tf.io.gfile.stat(path).length
   with tf.io.gfile.GFile(os.path.join(out_dir, "features.json"), "w") as f:
-    json.dump(features_json(image_hw), f, indent=2)
+    cameras = list(episodes[0]["images"]) if episodes else CAMERAS
+    json.dump(features_json(image_hw, cameras), f, indent=2)
   with tf.io.gfile.GFile(os.path.join(out_dir, "dataset_info.json"), "w") as f:
     json.dump(dataset_info_json(name, version, lengths, total), f, indent=2)
   return paths
