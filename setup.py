@@ -27,6 +27,6 @@ setuptools.setup(
         "test": ["pytest==9.2.0", "torch==2.13.0"],
         "gpu": ["jax[cuda12]==0.10.2"],
         "tpu": ["jax[tpu]==0.10.2"],
-        "wandb": ["wandb"],
+        "wandb": ["wandb==0.31.0"],
     },
 )

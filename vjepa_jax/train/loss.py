@@ -27,7 +27,8 @@ def l1(z: jnp.ndarray, h: jnp.ndarray, loss_exp: float) -> jnp.ndarray:
 
 def ac_losses(predictor: Predictor, h: jnp.ndarray, actions: jnp.ndarray, states: jnp.ndarray,
               tokens_per_frame: int, auto_steps: int = 2, loss_exp: float = 1.0,
-              normalize: bool = True) -> dict[str, jnp.ndarray]:
+              normalize: bool = True, h_target: jnp.ndarray | None = None
+              ) -> dict[str, jnp.ndarray]:
   """Teacher-forcing and rollout losses of one batch.
 
   Rollout step n of the official objective re-runs the predictor on [h_0, z_1 .. z_n]. With a
@@ -40,7 +41,9 @@ def ac_losses(predictor: Predictor, h: jnp.ndarray, actions: jnp.ndarray, states
   Args:
     predictor: an `ACPredictor`, or any `(tokens [B, t*hw, D], actions [B, t, A], states
       [B, t, A]) -> [B, t*hw, D]`.
-    h: targets `[B, T*hw, D]` (see `targets`).
+    h: targets `[B, T*hw, D]` (see `targets`), also the context the predictor starts from.
+    h_target: what the predictions are compared with, when it is not `h` (the same values
+      without a gradient path, for an encoder that trains).
     actions: `[B, T-1, A]`, actions[t] moves frame t to frame t+1.
     states: `[B, T, A]`.
     auto_steps: rollout length; 1 disables the rollout term.
@@ -62,7 +65,8 @@ def ac_losses(predictor: Predictor, h: jnp.ndarray, actions: jnp.ndarray, states
     z_tf = norm(out)
   else:
     z_tf = norm(predictor(h[:, :-hw], actions, states[:, :-1]))
-  jloss = l1(z_tf, h[:, hw:], loss_exp)
+  goal = h if h_target is None else h_target
+  jloss = l1(z_tf, goal[:, hw:], loss_exp)
   frames = [z_tf[:, :hw]]
   if cached:
     frames += ac_stepwise.continue_rollout(predictor, past, frames[0], actions, states, 1,
@@ -72,5 +76,5 @@ def ac_losses(predictor: Predictor, h: jnp.ndarray, actions: jnp.ndarray, states
       z = jnp.concatenate([h[:, :hw]] + frames, axis=1)
       frames.append(norm(predictor(z, actions[:, :n + 1], states[:, :n + 1]))[:, -hw:])
   z_ar = jnp.concatenate(frames, axis=1)
-  sloss = l1(z_ar, h[:, hw:hw + z_ar.shape[1]], loss_exp)
+  sloss = l1(z_ar, goal[:, hw:hw + z_ar.shape[1]], loss_exp)
   return {"loss": jloss + sloss, "jloss": jloss, "sloss": sloss, "z_tf": z_tf, "z_ar": z_ar}
