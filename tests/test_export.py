@@ -136,8 +136,8 @@ def test_converted_predictor_must_exist_and_match(inputs, pretrain):
   cfg = _fixture_config(data, **{"init.converted": pretrain[1], "init.predictor": "converted"})
   with pytest.raises(trainer.RefusedRun, match="holds no AC predictor"):
     trainer.converted_architecture(cfg)
-  cfg = _fixture_config(data, **{"init.converted": converted, "init.predictor": "converted",
-                                 "model.predictor.depth": 5})
+  cfg = _fixture_config(data, **{"init.converted": converted, "init.predictor": "converted"})
+  cfg.model.predictor.depth = 5
   with pytest.raises(trainer.RefusedRun, match="model.predictor.depth is 5"):
     trainer.converted_architecture(cfg)
 

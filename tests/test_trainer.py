@@ -163,6 +163,7 @@ def test_lora_encoder_targets_receive_no_gradient(tmp_path, data_path):
     (dict(**{"init.predictor": "converted"}), "needs init.converted"),
     (dict(**{"init.predictor": "scratch"}), "init.predictor must be one of"),
     (dict(**{"model.dtype": "fp8"}), "model.dtype must be one of"),
+    (dict(**{"model.encoder.img_size": 64}), "not encoder architecture fields"),
 ])
 def test_invalid_configs_fail_before_compiling(data_path, override, message):
   cfg = train_tiny.tiny_config(data_path, **override)

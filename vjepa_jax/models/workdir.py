@@ -38,10 +38,6 @@ def root(workdir: str) -> epath.Path:
   return path if "://" in str(workdir) else path.resolve()
 
 
-def is_run(directory: str) -> bool:
-  return (epath.Path(directory) / RUN_FILE).exists()
-
-
 def read_run(workdir: str) -> dict:
   """The `run.json` of a training run.
 

@@ -84,6 +84,14 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int, process_count: in
   if cfg.model.predictor.img_size % cfg.model.encoder.patch_size:
     errors.append(f"model.predictor.img_size {cfg.model.predictor.img_size} is not a multiple of "
                   f"the patch {cfg.model.encoder.patch_size}")
+  for block, fields in (("encoder", model_lib.ENCODER_FIELDS),
+                        ("predictor", model_lib.PREDICTOR_FIELDS)):
+    unknown = sorted(set(cfg.model[block]) - set(fields))
+    if unknown:
+      errors.append(f"model.{block} holds {unknown}, which are not {block} architecture fields "
+                    f"({list(fields)}): numerics are set once in model.* (dtype, "
+                    "attention_impl, remat, rope_mode), the image size in "
+                    "model.predictor.img_size, the predictor's input width by the encoder")
   for name, allowed in models.loading.OVERRIDES.items():
     if name in model_lib.NUMERICS and cfg.model[name] not in allowed:
       errors.append(f"model.{name} must be one of {list(allowed)}, got {cfg.model[name]!r}")
@@ -459,94 +467,120 @@ def _run_record(cfg, ident: dict, st: Setup) -> dict:
           "process_count": jax.process_count()}
 
 
+def accept(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Every check that can refuse the run, before anything is built or written; returns what
+  the run's checkpoints depend on (`identity`)."""
+  validate(cfg, jax.device_count(), jax.process_count())
+  check_data_path(cfg.data.path)
+  ident = identity(cfg, converted_architecture(cfg))
+  check_resume(workdir, ident)
+  distributed.check_consistent(cfg.to_json_best_effort(sort_keys=True))
+  return ident
+
+
+def finished_run(workdir: str, total: int) -> dict | None:
+  """The last metrics of a run that already trained `total` steps (None otherwise)."""
+  done = workdir_lib.steps(workdir)
+  if not done or done[-1] < total:
+    return None
+  last = _last_logged(workdir)
+  if jax.process_index() == 0:
+    print(summary(workdir, done[-1], total, last, None, None), flush=True)
+  return last
+
+
+def _data_meta(cfg, step: int) -> dict:
+  """The data position a checkpoint records."""
+  return {"clips_consumed_per_process": step * (cfg.batch_size // jax.process_count()),
+          "batch_size": cfg.batch_size, "process_count": jax.process_count()}
+
+
+def resume(ckpt: ckpt_lib.Checkpointer, state, cfg, workdir: str):
+  """(state, step) of the newest checkpoint, restored onto `state`'s mesh, or (state, 0)."""
+  start = ckpt.latest_step() or 0
+  if not start:
+    return state, 0
+  state, meta = ckpt.restore(start, state)
+  if meta["data"] != _data_meta(cfg, start):
+    logging.warning("resuming with a different process count or batch size: the data stream "
+                    "restarts from the equivalent clip count, not the identical clips")
+  if jax.process_index() == 0:
+    print(f"resumed from step {start} ({workdir})", flush=True)
+  return state, start
+
+
+def _eval_every(cfg) -> int:
+  if cfg.eval.every and jax.process_count() > 1:
+    logging.warning("periodic evaluation runs in single-process jobs; evaluate checkpoints with "
+                    "python -m vjepa_jax.evaluate --workdir instead")
+    return 0
+  return cfg.eval.every
+
+
+def run_steps(cfg, st: Setup, state, start: int, ckpt: ckpt_lib.Checkpointer,
+              writer: metrics_lib.MetricWriter, stop: StopSignals) -> tuple[int, dict, str | None]:
+  """Steps `start` .. total with logging, evaluation, checkpoints and stop signals; returns
+  (last step done, last logged metrics, the signal that stopped it or None)."""
+  total, eval_every = cfg.optim.total_steps, _eval_every(cfg)
+  batches = (sharding.global_batch(b, st.mesh)
+             for b in data_batches(cfg, start * (cfg.batch_size // jax.process_count())))
+  batch = next(batches)
+  t0 = time.time()
+  step_fn = st.step_fn.lower(state, st.frozen, batch).compile()
+  if jax.process_index() == 0:
+    print(f"compiled the train step in {time.time() - t0:.1f} s", flush=True)
+  progress = Progress(cfg, total, start, writer, step_flops(step_fn))
+  # Finite flags of recent steps stay on the device and are read only where the host syncs
+  # anyway (logging, checkpoints), so every bad step is caught without stalling each step.
+  pending: list = []
+  done = start
+  for done in range(start + 1, total + 1):
+    state, m = step_fn(state, st.frozen, batch if done == start + 1 else next(batches))
+    pending.append((done, m["finite"]))
+    # Read the flag once: a signal landing later must not skip the forced save below.
+    stopping = stop.signal is not None
+    log_now = done % cfg.log_every == 0 or done == total or stopping
+    if log_now or ckpt.should_save(done) or stopping:
+      progress.skipped += check_finite(pending, cfg, ckpt)
+    if log_now:
+      progress.log(done, m)
+    if eval_every and (done % eval_every == 0 or done == total):
+      progress.log_eval(done, periodic_eval(
+          cfg, nnx.merge(st.graphdef, state.trainable, st.frozen, st.rest)))
+    ckpt.save(done, state, {"step": done, "mode": cfg.mode, "data": _data_meta(cfg, done)},
+              force=stopping or done == total)
+    if stopping:
+      return done, progress.last, signal.Signals(stop.signal).name
+  return done, progress.last, None
+
+
 # -- The loop ---------------------------------------------------------------------------------
 
 
 def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   """Runs (or resumes) a training run; returns the last logged metrics."""
   t_start = time.time()
-  validate(cfg, jax.device_count(), jax.process_count())
-  check_data_path(cfg.data.path)
-  arch = converted_architecture(cfg)
-  ident = identity(cfg, arch)
-  check_resume(workdir, ident)
-  distributed.check_consistent(cfg.to_json_best_effort(sort_keys=True))
-  console = jax.process_index() == 0
-  total = cfg.optim.total_steps
-  done_steps = workdir_lib.steps(workdir)
-  if done_steps and done_steps[-1] >= total:
-    last = _last_logged(workdir)
-    if console:
-      print(summary(workdir, done_steps[-1], total, last, None, None), flush=True)
+  ident = accept(cfg, workdir)
+  last = finished_run(workdir, cfg.optim.total_steps)
+  if last is not None:
     return last
-
-  mesh = sharding.make_mesh(cfg.mesh)
-  st = setup(cfg, workdir, mesh)
+  st = setup(cfg, workdir, sharding.make_mesh(cfg.mesh))
   ckpt_lib.write_run(workdir, _run_record(cfg, ident, st))
   ckpt = ckpt_lib.Checkpointer(workdir, cfg.checkpoint.every, cfg.checkpoint.keep,
                                cfg.checkpoint.async_save)
-  state, start = st.state, ckpt.latest_step() or 0
-  local_batch = cfg.batch_size // jax.process_count()
-  if start:
-    state, meta = ckpt.restore(start, state)
-    data = meta["data"]
-    if data["process_count"] != jax.process_count() or data["batch_size"] != cfg.batch_size:
-      logging.warning("resuming with a different process count or batch size: the data stream "
-                      "restarts from the equivalent clip count, not the identical clips")
-    if console:
-      print(f"resumed from step {start} ({workdir})", flush=True)
-  eval_every = cfg.eval.every
-  if eval_every and jax.process_count() > 1:
-    logging.warning("periodic evaluation runs in single-process jobs; evaluate checkpoints with "
-                    "python -m vjepa_jax.evaluate --workdir instead")
-    eval_every = 0
-
-  batches = data_batches(cfg, start * local_batch)
-  writer = metrics_lib.MetricWriter(workdir, cfg.wandb.enabled, cfg.wandb.project, cfg.to_dict(),
-                                    resume_step=start)
-
-  def meta_for(step):
-    return {"step": step, "mode": cfg.mode, "data": {
-        "clips_consumed_per_process": step * local_batch, "batch_size": cfg.batch_size,
-        "process_count": jax.process_count()}}
-
-  done, stopped = start, None
-  # Finite flags of recent steps stay on the device and are read only where the host syncs
-  # anyway (logging, checkpoints), so every bad step is caught without stalling each step.
-  pending: list = []
   try:
-    with StopSignals() as stop:
-      batch = sharding.global_batch(next(batches), mesh)
-      t0 = time.time()
-      step_fn = st.step_fn.lower(state, st.frozen, batch).compile()
-      if console:
-        print(f"compiled the train step in {time.time() - t0:.1f} s", flush=True)
-      progress = Progress(cfg, total, start, writer, step_flops(step_fn))
-      for step in range(start, total):
-        if step > start:
-          batch = sharding.global_batch(next(batches), mesh)
-        state, m = step_fn(state, st.frozen, batch)
-        done = step + 1
-        pending.append((done, m["finite"]))
-        # Read the flag once: a signal landing later must not skip the forced save below.
-        stopping = stop.signal is not None
-        log_now = done % cfg.log_every == 0 or done == total or stopping
-        if log_now or ckpt.should_save(done) or stopping:
-          progress.skipped += check_finite(pending, cfg, ckpt)
-        if log_now:
-          progress.log(done, m)
-        if eval_every and (done % eval_every == 0 or done == total):
-          progress.log_eval(done, periodic_eval(
-              cfg, nnx.merge(st.graphdef, state.trainable, st.frozen, st.rest)))
-        ckpt.save(done, state, meta_for(done), force=stopping or done == total)
-        if stopping:
-          stopped = signal.Signals(stop.signal).name
-          break
+    state, start = resume(ckpt, st.state, cfg, workdir)
+    writer = metrics_lib.MetricWriter(workdir, cfg.wandb.enabled, cfg.wandb.project,
+                                      cfg.to_dict(), resume_step=start)
+    try:
+      with StopSignals() as stop:
+        done, last, stopped = run_steps(cfg, st, state, start, ckpt, writer, stop)
+    finally:
+      writer.close()
   finally:
     ckpt.close()
-    writer.close()
   metrics_lib.plot_loss(workdir)
-  if console:
-    print(summary(workdir, done, total, progress.last, time.time() - t_start, stopped),
+  if jax.process_index() == 0:
+    print(summary(workdir, done, cfg.optim.total_steps, last, time.time() - t_start, stopped),
           flush=True)
-  return progress.last
+  return last
