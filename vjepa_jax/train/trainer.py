@@ -262,16 +262,16 @@ def base_models(cfg: ml_collections.ConfigDict, workdir: str
       arch = pretrained.read_architecture(directory)
     except FileNotFoundError:
       arch = None
-    plain = {k: dataclasses.replace(wanted[k], dtype="float32", attention_impl="xla",
-                                    remat=False) for k in random_kinds}
+    runtime = ("img_size",) + model_lib.NUMERICS
+    shape_of = lambda c: {f: v for f, v in c.items() if f not in runtime}  # noqa: E731
     reuse = (arch is not None and arch["source"].get("random_init_seed") == cfg.init.seed
-             and arch["models"] == {k: pretrained.config_to_dict(c) for k, c in plain.items()})
+             and {k: shape_of(c) for k, c in arch["models"].items()}
+             == {k: shape_of(pretrained.config_to_dict(wanted[k])) for k in random_kinds})
     if reuse:
       sha = pretrained.params_sha256(directory)
+      override = {n: getattr(enc_cfg, n) for n in runtime}
       fresh = pretrained.load_converted(directory, kinds=tuple(random_kinds),
-                                        overrides={k: {n: cfg.model[n] for n in
-                                                       model_lib.NUMERICS}
-                                                   for k in random_kinds})
+                                        overrides={k: override for k in random_kinds})
     else:
       fresh = {k: models.random_model(k, wanted[k], cfg.init.seed + i)
                for i, k in enumerate(random_kinds)}
