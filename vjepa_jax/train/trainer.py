@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import signal
+import threading
 import time
 from typing import Any, Iterator, NamedTuple
 
@@ -374,8 +375,10 @@ class StopSignals:
             "and exiting (Ctrl-C again aborts without saving)", flush=True)
 
   def __enter__(self):
-    for sig in (signal.SIGTERM, signal.SIGINT):
-      self._old[sig] = signal.signal(sig, self._on_signal)
+    # Python delivers signals to the main thread only; a loop run elsewhere keeps the defaults.
+    if threading.current_thread() is threading.main_thread():
+      for sig in (signal.SIGTERM, signal.SIGINT):
+        self._old[sig] = signal.signal(sig, self._on_signal)
     return self
 
   def __exit__(self, *exc):
