@@ -133,16 +133,37 @@ def flat_shapes(nested: Mapping, prefix=()) -> dict[tuple[str, ...], tuple]:
   return out
 
 
+def handlers() -> dict:
+  """The orbax handler of each checkpoint item (reading one item then needs no others)."""
+  import orbax.checkpoint as ocp
+  out = {k: ocp.StandardCheckpointHandler() for k in (PARAMS, OPT_STATE, TRAIN)}
+  out[META] = ocp.JsonCheckpointHandler()
+  return out
+
+
+def _reader(workdir: str):
+  import orbax.checkpoint as ocp
+  return ocp.CheckpointManager(checkpoint_root(workdir),
+                               options=ocp.CheckpointManagerOptions(create=False),
+                               item_handlers=handlers())
+
+
 def item_shapes(workdir: str, step: int, item: str) -> dict[tuple[str, ...], tuple]:
   """{key path: shape} of one stored item, read from its metadata (no array data)."""
-  import orbax.checkpoint as ocp
-  with ocp.StandardCheckpointer() as ckptr:
-    return flat_shapes(ckptr.metadata(checkpoint_root(workdir) / str(step) / item).item_metadata)
+  mngr = _reader(workdir)
+  try:
+    return flat_shapes(mngr.item_metadata(step)[item])
+  finally:
+    mngr.close()
 
 
 def restore_item(workdir: str, step: int, item: str, abstract: Mapping):
   """Restores one array item into `abstract` (nested dict of `jax.ShapeDtypeStruct`s whose
   shardings say where each array goes)."""
   import orbax.checkpoint as ocp
-  with ocp.StandardCheckpointer() as ckptr:
-    return ckptr.restore(checkpoint_root(workdir) / str(step) / item, abstract)
+  mngr = _reader(workdir)
+  try:
+    return mngr.restore(step, args=ocp.args.Composite(
+        **{item: ocp.args.StandardRestore(abstract)}))[item]
+  finally:
+    mngr.close()

@@ -39,7 +39,8 @@ class Checkpointer:
         self.dir,
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, save_interval_steps=every,
                                              enable_async_checkpointing=async_save,
-                                             create=True))
+                                             create=True),
+        item_handlers=workdir_lib.handlers())
 
   def latest_step(self) -> int | None:
     return self.mngr.latest_step()
