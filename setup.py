@@ -27,7 +27,7 @@ setuptools.setup(
         "test": ["pytest==9.2.0", "torch==2.13.0"],
         "gpu": ["jax[cuda12]==0.10.2"],
         "tpu": ["jax[tpu]==0.10.2"],
-        "wandb": ["wandb"],
+        "wandb": ["wandb==0.31.0"],
         # Closed-loop evaluation on a simulated Franka (vjepa_jax.sim); CPU rendering, no GL.
         "sim": ["panda-gym==3.0.7", "pybullet==3.2.7", "gymnasium==1.4.0"],
     },

@@ -30,6 +30,7 @@ import numpy as np
 from configs import common
 from vjepa_jax import distributed
 from vjepa_jax.train import metrics as metrics_lib
+from vjepa_jax.train import model as model_lib
 from vjepa_jax.train import sharding
 from vjepa_jax.train import trainer
 
@@ -42,11 +43,9 @@ def bench_cpu_config(cpu_devices: int = 0):
   c.mode = "full"
   c.batch_size = 4
   c.model.dtype = "float32"
-  c.model.encoder.update(embed_dim=384, depth=12, num_heads=6, mlp_hidden=1536, img_size=128,
-                         patch_size=16)
-  c.model.predictor.update(embed_dim=384, predictor_embed_dim=256, depth=6, num_heads=4,
-                           mlp_hidden=1024, img_size=128, patch_size=16)
-  c.data.image_size = 128
+  c.model.encoder.update(embed_dim=384, depth=12, num_heads=6, mlp_hidden=1536, patch_size=16)
+  c.model.predictor.update(predictor_embed_dim=256, depth=6, num_heads=4, mlp_hidden=1024,
+                           img_size=128)
   c.data.frames_per_clip = 8
   c.mesh.update(data=-1, fsdp=1, tensor=1)
   c.cpu_devices = cpu_devices
@@ -60,7 +59,6 @@ def vitg_gpu_config(num_devices: int):
   c.batch_size = 8 * num_devices
   c.model.dtype = "bfloat16"
   c.model.remat = True
-  c.data.image_size = c.model.predictor.img_size
   c.data.frames_per_clip = 8
   c.mesh.update(data=1, fsdp=-1, tensor=1)
   return c
@@ -83,7 +81,7 @@ def official_step(src: str, cfg):
   import torch.nn.functional as F
   from src.models.ac_predictor import VisionTransformerPredictorAC
   from src.models.vision_transformer import VisionTransformer
-  e, p = cfg.model.encoder, cfg.model.predictor
+  e, p = model_lib.model_configs(cfg.model)
   b, t, s = cfg.batch_size, cfg.data.frames_per_clip, cfg.data.image_size
   encoder = VisionTransformer(
       img_size=(s, s), patch_size=e.patch_size, num_frames=e.tubelet_size,

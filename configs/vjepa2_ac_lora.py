@@ -20,12 +20,12 @@ def get_config(arg=None):
   c.model.dtype = "bfloat16"
   c.model.remat = True
   c.init.converted = ""  # required: --config.init.converted=<weights_conversion.convert output>
+  c.init.predictor = "converted"
   c.lora.rank = 16
   c.lora.alpha = 32.0
   c.optim.update(lr=1e-4, start_lr=1e-5, final_lr=0.0, warmup_steps=200, anneal_steps=1000,
                  total_steps=5000, weight_decay=0.0, final_weight_decay=0.0)
   c.data.path = ""  # required: --config.data.path=<TFDS version directory of your RLDS data>
-  c.data.image_size = c.model.predictor.img_size
   c.mesh.fsdp = -1
   c.mesh.data = 1
   return c

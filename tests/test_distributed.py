@@ -209,8 +209,11 @@ DEFAULT_MESH = {"data": -1, "fsdp": 1, "tensor": 1}
     (6, 4, DEFAULT_MESH, 0, 3),      # the largest divisor of the batch not above the cores
     (7, 4, DEFAULT_MESH, 0, 1),
     (8, 1, DEFAULT_MESH, 0, 1),
-    (8, 4, {"data": 1, "fsdp": 1, "tensor": 1}, 0, 1),   # an explicit mesh keeps one device
-    (8, 4, {"data": -1, "fsdp": 2, "tensor": 1}, 0, 1),
+    (8, 4, {"data": 1, "fsdp": 1, "tensor": 1}, 0, 1),   # a mesh without -1: its size
+    (8, 1, {"data": 2, "fsdp": 1, "tensor": 1}, 0, 2),
+    (8, 4, {"data": -1, "fsdp": 2, "tensor": 1}, 0, 4),  # fixed axes times what fits
+    (8, 2, {"data": 1, "fsdp": -1, "tensor": 2}, 0, 2),
+    (6, 4, {"data": -1, "fsdp": 2, "tensor": 1}, 0, 2),
     (8, 4, DEFAULT_MESH, 3, 3),      # the config's cpu_devices wins
 ])
 def test_cpu_devices_for(batch, cores, mesh, requested, want):

@@ -147,6 +147,23 @@ def test_setup_from_git_ref(env):
   assert words == [".venv/bin/python", "-m", "pip", "install", "--quiet", "-e", ".[tpu]"]
 
 
+def test_setup_warns_when_origin_is_not_a_network_url(env, tmp_path):
+  """An origin the workers cannot clone (a local path) gives a warning naming --repo-url."""
+  repo = tmp_path / "checkout"
+  shutil.copytree(TPU, repo / "launch" / "tpu")
+  subprocess.run(["git", "init", "-q", str(repo)], check=True)
+  subprocess.run(["git", "-C", str(repo), "remote", "add", "origin", "/home/me/vjepa-jax"],
+                 check=True)
+  proc = _run(env, repo / "launch" / "tpu" / "setup.sh", "--dry-run", "--name", "vj", "--zone",
+              "z", "--git-ref", "main")
+  assert "warning: origin is /home/me/vjepa-jax" in proc.stderr and "--repo-url" in proc.stderr
+  subprocess.run(["git", "-C", str(repo), "remote", "set-url", "origin",
+                  "git@github.com:me/vjepa-jax.git"], check=True)
+  proc = _run(env, repo / "launch" / "tpu" / "setup.sh", "--dry-run", "--name", "vj", "--zone",
+              "z", "--git-ref", "main")
+  assert "warning" not in proc.stderr
+
+
 def test_setup_from_wheel(env, tmp_path):
   """Wheel source: scp of the wheel and configs/ to every worker, then install with [tpu]."""
   wheel = tmp_path / "vjepa_jax-0.1.0-py3-none-any.whl"

@@ -13,11 +13,10 @@ import vjepa2_tiny as fx
 from vjepa_jax.models import attention
 from vjepa_jax.models import encode_frames
 from vjepa_jax.models import layers
+from vjepa_jax.models import params
 from vjepa_jax.models import pretrained
 from vjepa_jax.models import rope
 from weights_conversion import load_official_checkpoint
-from weights_conversion import official
-from weights_conversion import torch_io
 
 ATOL32 = 5e-5
 
@@ -94,8 +93,8 @@ def test_rope_layout_split_and_unrotated_tail():
 @pytest.fixture(scope="module")
 def models_f64():
   with jax.enable_x64(True):
-    ckpt = torch_io.load_torch_checkpoint(str(fx.CHECKPOINT))
-    conv = official.convert_checkpoint(ckpt, **fx.load_kwargs())
+    ckpt = params.load_torch_file(str(fx.CHECKPOINT))
+    conv = params.convert_checkpoint(ckpt, **fx.load_kwargs())
     out = {}
     for kind, (cfg, flat) in conv.items():
       flat64 = {p: np.asarray(v, np.float64) for p, v in flat.items()}

@@ -1,5 +1,6 @@
-"""Crash safety: a hard-killed run resumes to exactly the uninterrupted result, and a non-finite
-loss stops with the step and the last good checkpoint."""
+"""Crash safety: a hard-killed run resumes to exactly the uninterrupted result (and keeps one
+metrics row per step), SIGTERM and Ctrl-C save and exit 0, and a non-finite loss stops with the
+step and the last good checkpoint."""
 import json
 import os
 import pathlib
@@ -12,7 +13,8 @@ import pytest
 from flax import nnx
 
 import train_tiny
-from vjepa_jax.train import checkpoint as ckpt_lib
+from vjepa_jax import models
+from vjepa_jax.models import workdir as workdir_lib
 from vjepa_jax.train import model as model_lib
 
 ROOT = pathlib.Path(__file__).parents[1]
@@ -39,7 +41,7 @@ def _losses(workdir):
 
 
 def _trained(workdir):
-  enc, pred = ckpt_lib.load_models(str(workdir))
+  enc, pred = models.load(str(workdir))
   _, trained, _, _ = model_lib.split(model_lib.WorldModel(enc, pred), "full")
   return {tuple(p): np.asarray(v.get_value()) for p, v in nnx.to_flat_state(trained)}
 
@@ -57,10 +59,14 @@ def test_hard_kill_then_resume_equals_uninterrupted_run(tmp_path, data_path):
       break
   proc.wait(timeout=60)
   assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
-  resumed_from = ckpt_lib.Checkpointer(str(killed), 2, 10, False).latest_step()
-  assert resumed_from is not None and 0 < resumed_from < 8
-  subprocess.run(_cmd(data_path, killed), check=True, cwd=ROOT, env=_env(), capture_output=True,
-                 timeout=300)
+  resumed_from = workdir_lib.steps(str(killed))[-1]
+  assert 0 < resumed_from < 8
+  out = subprocess.run(_cmd(data_path, killed), check=True, cwd=ROOT, env=_env(),
+                       capture_output=True, text=True, timeout=300)
+  assert f"resumed from step {resumed_from} ({killed})" in out.stdout
+  assert "finished step 8/8" in out.stdout and "loss.png" in out.stdout
+  steps = [json.loads(l)["step"] for l in (killed / "metrics.jsonl").read_text().splitlines()]
+  assert steps == list(range(1, 9)), steps
   ref, got = _losses(straight), _losses(killed)
   assert max(got) == max(ref) == 8
   for step in range(resumed_from + 1, 9):
@@ -70,8 +76,10 @@ def test_hard_kill_then_resume_equals_uninterrupted_run(tmp_path, data_path):
     np.testing.assert_array_equal(a[k], b[k], err_msg=str(k))
 
 
-def test_sigterm_saves_and_exits_zero(tmp_path, data_path):
-  """TPU preemption sends SIGTERM: the trainer finishes the step, saves it and exits 0."""
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_stop_signal_saves_and_exits_zero(tmp_path, data_path, sig):
+  """TPU preemption sends SIGTERM, a user Ctrl-C (SIGINT): the trainer finishes the step,
+  saves it and exits 0."""
   workdir = tmp_path / "term"
   proc = subprocess.Popen(_cmd(data_path, workdir, "--config.optim.total_steps=400",
                                "--config.checkpoint.every=1000"),
@@ -81,11 +89,12 @@ def test_sigterm_saves_and_exits_zero(tmp_path, data_path):
   for line in proc.stdout:
     seen.append(line)
     if line.startswith("step 3/"):
-      proc.send_signal(signal.SIGTERM)
+      proc.send_signal(sig)
       break
   seen += proc.stdout.readlines()
   assert proc.wait(timeout=120) == 0
-  last = ckpt_lib.Checkpointer(str(workdir), 1000, 10, False).latest_step()
+  last = workdir_lib.steps(str(workdir))[-1]
+  assert any(f"stopped by {sig.name} at step {last}/" in l for l in seen), seen[-5:]
   steps = [int(l.split()[1].split("/")[0]) for l in seen if l.startswith("step ")]
   assert last is not None and last == steps[-1] and 3 <= last < 400, (last, seen[-3:])
 
@@ -95,6 +104,6 @@ def test_non_finite_loss_stops_with_step_and_last_checkpoint(tmp_path, data_path
   out = subprocess.run(_cmd(data_path, workdir, "--config.optim.lr=1e30",
                             "--config.optim.start_lr=1e30"),
                        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
-  assert out.returncode != 0
+  assert out.returncode == 1
   assert "non-finite loss or gradients at step" in out.stderr
   assert "last good checkpoint" in out.stderr

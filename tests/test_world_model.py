@@ -78,7 +78,7 @@ def test_cached_steps_equal_full_predictor(predictor, history, horizon):
 def test_shared_rows_equal_the_broadcast_block(predictor):
   """The first block's shared-row path equals the block run on the broadcast inputs, also with
   an adapter on the output projection (its kernel is folded in per head) and with history."""
-  from vjepa_jax.train import lora
+  from vjepa_jax.models import lora
   lora.add_lora(predictor, (r"predictor_blocks\.0\.attn\.proj",), rank=2, alpha=4.0)
   try:
     proj = predictor.predictor_blocks[0].attn.proj

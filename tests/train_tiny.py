@@ -15,18 +15,21 @@ def make_dataset(root: pathlib.Path) -> str:
   return str(out)
 
 
-def tiny_config(data_path: str, **overrides) -> ml_collections.ConfigDict:
+def tiny_config(data_path: str, steps: int = 8, **overrides) -> ml_collections.ConfigDict:
+  """A 2-block model on 32 px clips of 4 frames, trained for `steps` steps; `overrides` are
+  dotted config paths (`**{"optim.lr": 1e-2}`)."""
   c = common.base_config()
   c.model.dtype = "float32"
   c.matmul_precision = "highest"
-  c.model.encoder.update(embed_dim=32, depth=1, num_heads=2, mlp_hidden=64, img_size=32)
-  c.model.predictor.update(embed_dim=32, predictor_embed_dim=32, depth=2, num_heads=2,
-                           mlp_hidden=64, img_size=32)
+  c.model.encoder.update(embed_dim=32, depth=1, num_heads=2, mlp_hidden=64)
+  c.model.predictor.update(predictor_embed_dim=32, depth=2, num_heads=2, mlp_hidden=64,
+                           img_size=32)
+  c.init.predictor = "random"
   c.batch_size = 8
   c.log_every = 1
-  c.optim.update(lr=1e-3, start_lr=1e-4, warmup_steps=2, anneal_steps=2, total_steps=8)
+  c.optim.update(lr=1e-3, start_lr=1e-4, warmup_steps=min(2, steps // 2),
+                 anneal_steps=min(2, steps // 2), total_steps=steps)
   c.data.path = data_path
-  c.data.image_size = 32
   c.data.frames_per_clip = 4
   c.data.shuffle_buffer = 64
   c.data.episode_shuffle_buffer = 4

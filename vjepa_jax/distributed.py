@@ -116,8 +116,9 @@ def cpu_devices_for(batch_size: int, mesh: Mapping[str, int], cores: int,
   XLA:CPU spreads each op of one device over the cores and leaves them idle between the many
   small ops of a train step; one device per core, data parallel, keeps every core on its own
   stream of large ops (the `bench-cpu` step runs 1.08-1.10x the official PyTorch step this way,
-  0.97-1.0x on one device: benchmarks/README.md). Automatic only for the default mesh (data=-1,
-  no fsdp/tensor split): the count is then the largest divisor of the batch not above `cores`.
+  0.97-1.0x on one device: benchmarks/README.md). A mesh without -1 gets exactly its size; a
+  mesh with one -1 axis the largest multiple of its fixed axes that fits the cores (at least
+  the fixed axes' product) and splits the batch evenly over (data, fsdp).
 
   Args:
     batch_size: global clips per step.
@@ -127,9 +128,36 @@ def cpu_devices_for(batch_size: int, mesh: Mapping[str, int], cores: int,
   """
   if requested > 0:
     return requested
-  if (mesh["data"], mesh["fsdp"], mesh["tensor"]) != (-1, 1, 1):
-    return 1
-  return max(d for d in range(1, max(cores, 1) + 1) if batch_size % d == 0)
+  sizes = {a: int(mesh.get(a, 1)) for a in ("data", "fsdp", "tensor")}
+  fixed = int(np.prod([s for s in sizes.values() if s != -1]))
+  if -1 not in sizes.values():
+    return fixed
+  best = fixed
+  for d in range(1, max(cores, 1) // fixed + 1):
+    dp = int(np.prod([d if sizes[a] == -1 else sizes[a] for a in ("data", "fsdp")]))
+    if batch_size % dp == 0:
+      best = fixed * d
+  return best
+
+
+def describe_cpu_devices(batch_size: int, mesh: Mapping[str, int], requested: int = 0,
+                         environ: Optional[Mapping[str, str]] = None) -> str:
+  """Why a CPU-only process has the device count it has, and the settings that change it."""
+  environ = os.environ if environ is None else environ
+  change = ("set the count with --config.cpu_devices=N (or the environment variable "
+            "VJEPA_CPU_DEVICES=N)")
+  if environ.get("VJEPA_CPU_DEVICES"):
+    why = f"VJEPA_CPU_DEVICES={environ['VJEPA_CPU_DEVICES']} sets it"
+  elif "xla_force_host_platform_device_count" in environ.get("XLA_FLAGS", ""):
+    why = f"XLA_FLAGS={environ['XLA_FLAGS']!r} sets it"
+  elif requested > 0:
+    why = f"the config's cpu_devices={requested} sets it"
+  else:
+    cores = available_cores()
+    why = (f"chosen automatically for batch_size {batch_size} and mesh {dict(mesh)} on "
+           f"{cores} CPU cores: {cpu_devices_for(batch_size, mesh, cores)} (the largest count "
+           "that fits the cores and splits the batch evenly)")
+  return f"on this CPU-only host the XLA CPU device count is {why}; {change}"
 
 
 def available_cores() -> int:

@@ -52,6 +52,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from vjepa_jax.models import flags
 from vjepa_jax.models import layers
 from vjepa_jax.models import world_model
 from vjepa_jax.planning import cem
@@ -473,33 +474,28 @@ def write_outputs(results: Results, out_dir: str, step: int = 0,
 
 def _load_models(args: argparse.Namespace) -> list[tuple[str, Any, Any]]:
   """[(name, encoder, predictor)]: the model to evaluate first, then the baseline if any."""
-  if not (args.converted or args.workdir):
-    raise ValueError("give --converted (converted checkpoint directory) and/or --workdir "
-                     "(training run)")
   out = []
-  if args.workdir:
-    from vjepa_jax.train import checkpoint
-    out.append((args.workdir, *checkpoint.load_models(args.workdir, merge=True)))
-  if args.converted:
-    from vjepa_jax.models import pretrained
-    models = pretrained.load_converted(args.converted)
-    if "predictor" not in models:
-      raise ValueError(f"{args.converted} has no AC predictor to evaluate")
-    out.append((args.converted, models["encoder"], models["predictor"]))
+  for source in flags.given_sources(args):
+    path = getattr(args, source)
+    encoder, predictor = flags.load(args, source)
+    if predictor is None:
+      raise ValueError(f"{path} has no AC predictor to evaluate (a pre-training encoder only)")
+    out.append((path, encoder, predictor))
   return out
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   p = argparse.ArgumentParser(prog="python -m vjepa_jax.evaluate", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--data", required=True, help="DROID TFDS version directory")
-  p.add_argument("--converted", help="converted vjepa-jax checkpoint directory (the baseline "
-                 "when --workdir is also given)")
-  p.add_argument("--workdir", help="vjepa-jax training run (latest checkpoint)")
-  p.add_argument("--out", required=True, help="output directory")
+  p.add_argument("--data", help="DROID-format TFDS version directory (required)")
+  p.add_argument("--out", help="output directory (required)")
+  flags.add_model_options(p)
   p.add_argument("--split", default="val", choices=("val", "train", "all"),
-                 help="held-out split by a stable hash of the episode file path")
-  p.add_argument("--val-fraction", type=float, default=None)
+                 help="episodes by a stable hash of their file path: val (held out), train, or "
+                      "all (e.g. a run trained with data.val_fraction=0)")
+  p.add_argument("--val-fraction", type=float, default=None,
+                 help="held-out fraction defining the split (default: the run's with --workdir, "
+                      "else the data default)")
   p.add_argument("--camera", default=None)
   p.add_argument("--frames", type=int, default=4, help="frames per clip (T)")
   p.add_argument("--batch-size", type=int, default=4)
@@ -508,32 +504,78 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   p.add_argument("--search", choices=SEARCHES, default="grid")
   p.add_argument("--grid-points", type=int, default=9)
   p.add_argument("--max-pairs", type=int, default=8, help="frame pairs per batch")
-  p.add_argument("--step", type=int, default=0, help="step recorded in TensorBoard")
-  return p.parse_args(argv)
+  p.add_argument("--tb-step", type=int, default=0, help="step recorded in TensorBoard")
+  args = p.parse_args(argv)
+  errors = [f"--{name} is required" for name in ("data", "out") if not getattr(args, name)]
+  sources = flags.given_sources(args)
+  if not sources:
+    errors.append("give the model: --workdir (training run), --converted (converted "
+                  "checkpoint) or --checkpoint (.pt); --workdir with one of the others scores "
+                  "the latter as a baseline")
+  elif len([s for s in sources if s != "workdir"]) > 1:
+    errors.append("give at most one of --converted and --checkpoint")
+  errors += flags.option_errors(args)
+  if errors:
+    p.error("; ".join(errors))
+  return args
+
+
+def _data_config(args: argparse.Namespace, img_size: int) -> ml_collections.ConfigDict:
+  from vjepa_jax.data import droid
+  data = droid.default_config()
+  # Frames at their crop size: `vjepa_jax.preprocess` resizes them on the device, as training
+  # and the planner do.
+  data.update(dict(path=args.data, split=args.split, frames_per_clip=args.frames,
+                   image_size=img_size, shuffle=False, deterministic=True, num_epochs=1,
+                   resize_on_host=False))
+  if args.val_fraction is not None:
+    data.val_fraction = args.val_fraction
+  elif args.workdir:
+    from vjepa_jax.models import workdir as workdir_lib
+    data.val_fraction = workdir_lib.read_run(args.workdir)["config"]["data"]["val_fraction"]
+  if args.camera:
+    data.camera = args.camera
+  return data
+
+
+def _empty_split_hint(args: argparse.Namespace, data: ml_collections.ConfigDict) -> str:
+  if data.split == "val" and data.val_fraction == 0.0:
+    return (f"--split val holds no episodes: {'the run' if args.workdir else 'the data config'} "
+            "held out none (data.val_fraction=0). Score the training episodes with --split all "
+            "(or --split train), or hold some out with --val-fraction F")
+  return (f"the {data.split!r} split of {args.data} gives fewer than --batch-size "
+          f"{args.batch_size} clips of --frames {args.frames}: try --split all, a smaller "
+          "--batch-size or fewer --frames")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
   args = parse_args(argv)
   from vjepa_jax.data import droid
-  models = _load_models(args)
-  data = droid.default_config()
-  data.update(dict(path=args.data, split=args.split, frames_per_clip=args.frames,
-                   image_size=world_model.module_of(models[0][2]).cfg.img_size, shuffle=False,
-                   deterministic=True, num_epochs=1))
-  if args.val_fraction is not None:
-    data.val_fraction = args.val_fraction
-  if args.camera:
-    data.camera = args.camera
+  try:
+    models = _load_models(args)
+  except (FileNotFoundError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  data = _data_config(args, models[0][2].cfg.img_size)
   cfg = default_config()
   cfg.update(dict(max_batches=args.max_batches, rollout_horizon=args.horizon,
                   search=args.search, grid_points=args.grid_points,
                   max_pairs_per_batch=args.max_pairs))
   # Held in memory so a baseline is scored on exactly the same clips.
-  batches = list(itertools.islice(
-      droid.batch_iterator(droid.make_clip_dataset(data), args.batch_size),
-      args.max_batches or None))
+  try:
+    batches = list(itertools.islice(
+        droid.batch_iterator(droid.make_clip_dataset(data), args.batch_size),
+        args.max_batches or None))
+  except ValueError as e:
+    if "empty split" not in str(e):
+      raise
+    print(f"error: {e}\n{_empty_split_hint(args, data)}", file=sys.stderr)
+    return 2
+  if not batches:
+    print(f"error: {_empty_split_hint(args, data)}", file=sys.stderr)
+    return 2
   results = [compute(encoder, predictor, batches, cfg) for _, encoder, predictor in models]
-  write_outputs(results[0], args.out, args.step,
+  write_outputs(results[0], args.out, args.tb_step,
                 extra={"data": args.data, "split": args.split, "weights": models[0][0],
                        "baseline_weights": models[1][0] if len(models) > 1 else None,
                        "config": cfg.to_dict()},

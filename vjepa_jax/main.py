@@ -1,11 +1,13 @@
 """Entry point: `python -m vjepa_jax.main --config configs/<name>.py[:arg] --workdir DIR`.
 
 Any config field can be overridden on the command line (`--config.optim.lr=1e-4`). Re-running the
-same command resumes from the newest checkpoint in DIR (local or gs://).
+same command resumes from the newest checkpoint in DIR (local or gs://). Ctrl-C (SIGINT) and
+SIGTERM finish the current step, save and exit 0; a second Ctrl-C aborts without saving.
 """
 from __future__ import annotations
 
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -39,7 +41,18 @@ def main(argv) -> None:
   from vjepa_jax.train import trainer
   logging.info("process %d/%d, %d local / %d global devices", jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count())
-  trainer.train(_CONFIG.value, _WORKDIR.value)
+  try:
+    trainer.train(_CONFIG.value, _WORKDIR.value)
+  except trainer.RefusedRun as e:
+    print(f"error: {e}", file=sys.stderr, flush=True)
+    sys.exit(2)
+  except trainer.NonFiniteLoss as e:
+    print(f"error: {e}", file=sys.stderr, flush=True)
+    sys.exit(1)
+  except KeyboardInterrupt:
+    print("aborted by Ctrl-C: nothing saved since the last checkpoint", file=sys.stderr,
+          flush=True)
+    sys.exit(130)
 
 
 if __name__ == "__main__":

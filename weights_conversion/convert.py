@@ -4,9 +4,10 @@
 
 DIR (local or gs://) receives one folder of orbax items per model (`encoder`, `predictor`) and
 `architecture.json` with the inferred architecture, the source file and a sha256 of the converted
-parameters (training checkpoints record it and refuse to resume on different base weights).
+parameters (training runs record it and refuse to resume on different base weights).
 `architecture.json` is written last and removed first, so it exists only after a complete
-conversion.
+conversion. The file's CRC-32 checksums are verified first (a flipped byte is an error), and a
+tensor holding NaN or Inf is an error naming it unless `--allow-nonfinite`.
 """
 from __future__ import annotations
 
@@ -19,33 +20,10 @@ import time
 import numpy as np
 from etils import epath
 
+from vjepa_jax.models import flags
+from vjepa_jax.models import params
 from vjepa_jax.models import pretrained
-from weights_conversion import mapping
-from weights_conversion import official
 from weights_conversion import torch_io
-
-
-def _hash_tensor(h, kind: str, path: tuple, value) -> None:
-  h.update(".".join(map(str, (kind,) + path)).encode())
-  h.update(np.ascontiguousarray(value).tobytes())
-
-
-def params_digest(converted) -> str:
-  """sha256 over every converted tensor, models and paths in sorted order."""
-  h = hashlib.sha256()
-  for kind in sorted(converted):
-    flat = converted[kind][1]
-    for path in sorted(flat, key=mapping.path_key):
-      _hash_tensor(h, kind, path, flat[path])
-  return h.hexdigest()
-
-
-def _hashed(h, kind: str, pairs):
-  """Passes `(path, array)` pairs through, adding each to the digest (pairs come in digest
-  order, so the result equals `params_digest` of the whole conversion)."""
-  for path, value in pairs:
-    _hash_tensor(h, kind, path, value)
-    yield path, value
 
 
 def parse_args(argv):
@@ -53,28 +31,31 @@ def parse_args(argv):
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--checkpoint", required=True, help="official .pt file")
   p.add_argument("--output", required=True, help="output directory (local or gs://)")
-  p.add_argument("--encoder-num-heads", type=int, default=None,
-                 help="only needed for encoder widths that were not released")
-  p.add_argument("--predictor-num-heads", type=int, default=None,
-                 help="only needed for predictor widths that were not released")
-  p.add_argument("--img-size", type=int, default=256,
-                 help="resolution the AC predictor runs at (fixes its patch grid)")
+  flags.add_checkpoint_options(p)
   p.add_argument("--num-frames", type=int, default=None,
                  help="recorded in architecture.json; RoPE models accept any clip length")
-  p.add_argument("--encoder-key", default=None,
-                 help="encoder copy to convert: encoder | target_encoder (default: target_encoder "
-                      "for pre-training files, encoder for V-JEPA 2-AC files)")
   return p.parse_args(argv)
+
+
+def _hashed(h, kind: str, pairs, nonfinite: list):
+  """Passes `(path, array)` pairs through, adding each to the digest (pairs come in digest
+  order, so the result equals `params.params_digest` of the whole conversion) and noting the
+  source name of any tensor with NaN or Inf values."""
+  for name, path, value in pairs:
+    if not np.isfinite(value).all():
+      nonfinite.append(f"{kind}: {name}")
+    params.hash_tensor(h, kind, path, value)
+    yield path, value
 
 
 def main(argv=None) -> int:
   args = parse_args(sys.argv[1:] if argv is None else argv)
   t0 = time.time()
   try:
-    ckpt = torch_io.load_torch_checkpoint(args.checkpoint)
-    encoder_key = official.pick_encoder_key(ckpt, args.encoder_key)
-    jobs = official.plan_checkpoint(ckpt, args.encoder_num_heads, args.predictor_num_heads,
-                                    args.img_size, encoder_key)
+    ckpt = params.load_torch_file(args.checkpoint)
+    encoder_key = params.pick_encoder_key(ckpt, args.encoder_key)
+    jobs = params.plan_checkpoint(ckpt, args.encoder_num_heads, args.predictor_num_heads,
+                                  args.img_size or 256, encoder_key)
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
@@ -86,14 +67,25 @@ def main(argv=None) -> int:
     arch_file.unlink()
   release = torch_io.page_releaser(args.checkpoint)
   h = hashlib.sha256()
+  nonfinite: list[str] = []
   for job in sorted(jobs, key=lambda j: j.kind):
-    pairs = mapping.iter_materialize(job.state_dict, job.plan, release)
-    pretrained.save_item(args.output, job.kind, _hashed(h, job.kind, pairs))
+    pairs = params.iter_materialize(job.state_dict, job.plan, release)
+    pretrained.save_item(args.output, job.kind, _hashed(h, job.kind, pairs, nonfinite))
     shapes = pretrained.param_shapes(job.kind, job.config).values()
     n = sum(int(np.prod(shape)) for shape in shapes)
     print(f"{job.kind}: {n:,} parameters, {job.config}")
-  source = {"checkpoint": os.path.abspath(args.checkpoint),
-            "checkpoint_bytes": os.path.getsize(args.checkpoint),
+  if nonfinite and not args.allow_nonfinite:
+    # Without architecture.json the output directory is never loaded as a checkpoint.
+    print(f"error: {args.checkpoint} holds NaN or Inf values in {len(nonfinite)} tensors: "
+          f"{', '.join(nonfinite[:20])}; nothing usable was written (pass --allow-nonfinite to "
+          "convert them anyway)", file=sys.stderr)
+    return 2
+  if nonfinite:
+    print(f"warning: converted {len(nonfinite)} tensors holding NaN or Inf values: "
+          f"{', '.join(nonfinite[:20])}", file=sys.stderr)
+  local = "://" not in args.checkpoint
+  source = {"checkpoint": os.path.abspath(args.checkpoint) if local else args.checkpoint,
+            "checkpoint_bytes": epath.Path(args.checkpoint).stat().length,
             "encoder_key": encoder_key, "num_frames": args.num_frames,
             "params_sha256": h.hexdigest()}
   pretrained.write_architecture(args.output, {j.kind: j.config for j in jobs}, source)

@@ -1,13 +1,15 @@
-"""Exports a fine-tuned vjepa-jax run as an official V-JEPA 2-AC `.pt` checkpoint.
+"""Exports a vjepa-jax model as an official V-JEPA 2-AC `.pt` checkpoint.
 
   python -m weights_conversion.export --workdir WORKDIR --output model.pt [--step N]
+  python -m weights_conversion.export --converted DIR --output model.pt
 
 The file has the layout of `vjepa2-ac-vitg.pt`: `encoder`, `target_encoder` (the same weights) and
 `predictor` state dicts with `module.`-prefixed official tensor names and shapes (float32), plus
 `epoch`, `loss`, `batch_size`, `world_size` and `lr` entries, so the official PyTorch code loads
-the predictor with `strict=True`. LoRA adapters are merged into the base weights first. Before
-writing, the state dicts are converted back with the importer's strict rules and compared to the
-trained parameters, so a file that would not round-trip is never written.
+the predictor with `strict=True`. LoRA adapters of a training run are merged into the base
+weights first. Before writing, the state dicts are converted back with the importer's strict
+rules and compared to the trained parameters, so a file that would not round-trip is never
+written.
 """
 from __future__ import annotations
 
@@ -17,48 +19,21 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from vjepa_jax import models
+from vjepa_jax.models import lora as lora_lib
+from vjepa_jax.models import params
 from vjepa_jax.models import pretrained
-from weights_conversion import mapping
 
 _PREFIX = "module."
 
 
-def _official_name(path: tuple) -> tuple[str, Any]:
-  """(official tensor name without prefix, tensor transform) of a vjepa-jax parameter path."""
-  *parents, leaf = (str(p) for p in path)
-  if parents == ["patch_embed"]:
-    parents = ["patch_embed", "proj"]
-  if leaf == "kernel":
-    return ".".join(parents + ["weight"]), "kernel"
-  if leaf == "scale":
-    return ".".join(parents + ["weight"]), None
-  if leaf == "bias":
-    return ".".join(parents + ["bias"]), None
-  raise ValueError(f"parameter {'.'.join(map(str, path))} has no official counterpart")
-
-
-def to_state_dict(flat: Mapping[tuple, Any]) -> dict[str, np.ndarray]:
-  """{param path: array} -> {official name: float32 array} (kernels transposed back).
-
-  Dense kernels [in, out] become weights [out, in]; the tubelet conv kernel [t, h, w, I, O]
-  becomes [O, I, t, h, w]; LayerNorm scales become weights.
-  """
-  out = {}
-  for path, value in flat.items():
-    name, kind = _official_name(path)
-    w = np.asarray(value, dtype=np.float32)
-    if kind == "kernel":
-      w = np.transpose(w, (4, 3, 0, 1, 2)) if w.ndim == 5 else w.T
-    out[name] = np.array(w, dtype=np.float32, order="C")
-  return out
-
-
 def _check_round_trip(sd: Mapping[str, np.ndarray], flat: Mapping[tuple, Any], kind: str,
                       cfg) -> None:
-  rules = mapping.ENCODER_RULES if kind == "encoder" else mapping.PREDICTOR_RULES
-  back = mapping.convert(sd, pretrained.param_shapes(kind, cfg), rules, f"exported {kind}")
+  rules = params.ENCODER_RULES if kind == "encoder" else params.PREDICTOR_RULES
+  back = params.convert(sd, pretrained.param_shapes(kind, cfg), rules, f"exported {kind}",
+                        allow_nonfinite=True)
   for path, value in flat.items():
-    if not np.array_equal(back[path], np.asarray(value, np.float32)):
+    if not np.array_equal(back[path], np.asarray(value, np.float32), equal_nan=True):
       raise AssertionError(f"exported {kind} tensor {'.'.join(map(str, path))} does not "
                            "convert back to the trained value")
 
@@ -70,7 +45,7 @@ def export_models(encoder, predictor) -> dict[str, Any]:
   dicts = {}
   for kind, module in (("encoder", encoder), ("predictor", predictor)):
     flat = {p: np.asarray(v) for p, v in pretrained.flat_params(module).items()}
-    sd = to_state_dict(flat)
+    sd = params.to_state_dict(kind, flat)
     _check_round_trip(sd, flat, kind, module.cfg)
     dicts[kind] = {_PREFIX + k: torch.from_numpy(v) for k, v in sd.items()}
   return {"encoder": dicts["encoder"], "predictor": dicts["predictor"],
@@ -81,26 +56,45 @@ def export_models(encoder, predictor) -> dict[str, Any]:
 def parse_args(argv):
   p = argparse.ArgumentParser(prog="python -m weights_conversion.export", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--workdir", required=True, help="training run directory (local or gs://)")
-  p.add_argument("--output", required=True, help="output .pt file")
+  p.add_argument("--workdir", help="training run directory (local or gs://)")
   p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
-  return p.parse_args(argv)
+  p.add_argument("--converted", help="converted checkpoint directory")
+  p.add_argument("--output", required=True, help="output .pt file")
+  args = p.parse_args(argv)
+  errors = []
+  if bool(args.workdir) == bool(args.converted):
+    errors.append("give exactly one of --workdir and --converted")
+  if args.step is not None and not args.workdir:
+    errors.append("--step applies to --workdir")
+  if errors:
+    p.error("; ".join(errors))
+  return args
 
 
 def main(argv=None) -> int:
   args = parse_args(sys.argv[1:] if argv is None else argv)
   import torch
-  from vjepa_jax.train import checkpoint as ckpt_lib
+  source = args.workdir or args.converted
   try:
-    encoder, predictor = ckpt_lib.load_models(args.workdir, step=args.step, merge=True)
+    if args.workdir:
+      encoder, predictor = models.load(args.workdir, step=args.step)
+    else:
+      encoder, predictor = models.load(args.converted)
   except (FileNotFoundError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  if predictor is None:
+    print(f"error: {source} has no AC predictor to export (a pre-training encoder only)",
+          file=sys.stderr)
+    return 2
+  merged = lora_lib.has_lora(encoder) or lora_lib.has_lora(predictor)
+  for module in (encoder, predictor):
+    lora_lib.merge_lora(module)
   torch.save(export_models(encoder, predictor), args.output)
   n = {k: sum(int(np.prod(v.shape)) for v in pretrained.flat_params(m).values())
        for k, m in (("encoder", encoder), ("predictor", predictor))}
   print(f"wrote {args.output}: encoder {n['encoder']:,} and predictor {n['predictor']:,} "
-        "parameters (LoRA merged)")
+        f"parameters{' (LoRA merged)' if merged else ''}")
   return 0
 
 

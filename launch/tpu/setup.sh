@@ -62,6 +62,11 @@ if [[ -n $git_ref ]]; then
   if [[ -z $repo_url ]]; then
     repo_url=$(git -C "$VJ_REPO_ROOT" remote get-url origin 2>/dev/null) ||
       die "this checkout has no 'origin' remote; pass --repo-url"
+    # Only a network URL (https://, ssh://, git://, user@host:path) can be cloned by the workers.
+    if ! [[ $repo_url =~ ^[a-z+]+:// || $repo_url =~ ^[^/:]+@[^/:]+: ]]; then
+      printf '%s: warning: origin is %s, which the TPU workers cannot clone; pass --repo-url URL of a repository they can reach (or install from --wheel)\n' \
+        "$VJ_SCRIPT" "$repo_url" >&2
+    fi
   fi
   steps=(
     "{ [ -d $dir/.git ] || git clone --quiet $(quote_word "$repo_url") $dir; }"

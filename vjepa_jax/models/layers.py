@@ -53,7 +53,7 @@ class Linear(nnx.Module):
   """Dense layer `x @ kernel + bias` with kernel `[in, out]` and an optional LoRA adapter.
 
   The adapter lives at `<path>.lora.{lora_a,lora_b}`, so the base weights keep their paths with
-  LoRA on or off (see `vjepa_jax.train.lora`).
+  LoRA on or off (see `vjepa_jax.models.lora`).
   """
 
   def __init__(self, in_features: int, out_features: int, *, use_bias: bool = True,

@@ -21,8 +21,10 @@ from typing import Sequence
 import jax
 import numpy as np
 
+from vjepa_jax import models
 from vjepa_jax.models import EncoderConfig
 from vjepa_jax.models import PredictorConfig
+from vjepa_jax.models import flags
 from vjepa_jax.planning import cem
 from vjepa_jax.planning import planner as planner_lib
 from vjepa_jax.planning import poses
@@ -33,53 +35,27 @@ RANDOM_WARNING = ("WARNING: no weights given (--converted, --checkpoint or --wor
 
 
 def random_tiny_models(seed: int = 0, img_size: int = 64):
-  """A tiny random encoder/predictor pair (widths 48/64, depth 2) for smoke runs.
-
-  Kernels ~ N(0, 0.02^2), biases 0, LayerNorm scales 1 (the official init without its
-  truncation and depth rescaling), drawn with NumPy: building it costs no compilation.
-  """
-  from vjepa_jax.models import pretrained
-  rng = np.random.default_rng(seed)
-  cfgs = {"encoder": EncoderConfig(embed_dim=48, depth=2, num_heads=3, mlp_hidden=192,
-                                   img_size=img_size),
-          "predictor": PredictorConfig(embed_dim=48, predictor_embed_dim=64, depth=2,
-                                       num_heads=4, mlp_hidden=256, img_size=img_size)}
-  models = []
-  for kind, cfg in cfgs.items():
-    flat = {}
-    for path, shape in pretrained.param_shapes(kind, cfg).items():
-      init = {"kernel": lambda s: rng.normal(0.0, 0.02, s), "scale": np.ones}.get(path[-1],
-                                                                                np.zeros)
-      flat[path] = init(shape).astype(np.float32)
-    models.append(pretrained.build_model(kind, cfg, flat))
-  return tuple(models)
+  """A tiny random encoder/predictor pair (widths 48/64, depth 2) for smoke runs."""
+  enc = EncoderConfig(embed_dim=48, depth=2, num_heads=3, mlp_hidden=192, img_size=img_size)
+  pred = PredictorConfig(embed_dim=48, predictor_embed_dim=64, depth=2, num_heads=4,
+                         mlp_hidden=256, img_size=img_size)
+  return models.random_model("encoder", enc, seed), models.random_model("predictor", pred, seed)
 
 
 def load_models(args: argparse.Namespace):
-  """(encoder, predictor, description) from the weight flags; random tiny models if none."""
-  given = [f for f in ("converted", "checkpoint", "workdir") if getattr(args, f)]
-  if len(given) > 1:
-    raise ValueError(f"give at most one of --converted, --checkpoint, --workdir (got {given})")
-  if args.converted:
-    from vjepa_jax.models import pretrained
-    models = pretrained.load_converted(args.converted)
-    if "predictor" not in models:
-      raise ValueError(f"{args.converted} has no AC predictor; planning needs V-JEPA 2-AC weights")
-    return models["encoder"], models["predictor"], f"converted {args.converted}"
-  if args.checkpoint:
-    from weights_conversion import load_official_checkpoint
-    models = load_official_checkpoint(args.checkpoint, args.encoder_heads, args.predictor_heads,
-                                      args.img_size)
-    if "predictor" not in models:
-      raise ValueError(f"{args.checkpoint} has no AC predictor; planning needs V-JEPA 2-AC "
-                       "weights (e.g. vjepa2-ac-vitg.pt)")
-    return models["encoder"].module, models["predictor"].module, f"official {args.checkpoint}"
-  if args.workdir:
-    from vjepa_jax.train import checkpoint
-    encoder, predictor = checkpoint.load_models(args.workdir, merge=True)
-    return encoder, predictor, f"training run {args.workdir}"
-  encoder, predictor = random_tiny_models(args.seed)
-  return encoder, predictor, "RANDOM-INIT tiny model (no weights given; actions are meaningless)"
+  """(encoder, predictor, description) from the weight options; random tiny models if none."""
+  given = flags.given_sources(args)
+  if not given:
+    encoder, predictor = random_tiny_models(args.seed)
+    return encoder, predictor, "RANDOM-INIT tiny model (no weights given; actions are meaningless)"
+  source = given[0]
+  encoder, predictor = flags.load(args, source)
+  path = getattr(args, source)
+  if predictor is None:
+    raise ValueError(f"{path} has no AC predictor; planning needs V-JEPA 2-AC weights (e.g. "
+                     "vjepa2-ac-vitg.pt)")
+  kind = {"workdir": "training run", "converted": "converted", "checkpoint": "official"}[source]
+  return encoder, predictor, f"{kind} {path}"
 
 
 def load_trajectory(path: str, episode: int) -> tuple[np.ndarray, np.ndarray]:
@@ -108,12 +84,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--trajectory", required=True, help="npz with observations and states")
   p.add_argument("--episode", type=int, default=0, help="episode index for [N, T, ...] files")
-  p.add_argument("--converted", help="converted vjepa-jax checkpoint directory")
-  p.add_argument("--checkpoint", help="official V-JEPA 2-AC .pt checkpoint")
-  p.add_argument("--workdir", help="vjepa-jax training run directory")
-  p.add_argument("--encoder-heads", type=int, default=None)
-  p.add_argument("--predictor-heads", type=int, default=None)
-  p.add_argument("--img-size", type=int, default=256, help="predictor resolution (--checkpoint)")
+  flags.add_model_options(p)
   p.add_argument("--goal", choices=("next", "last"), default="next")
   p.add_argument("--preset", default="paper", choices=sorted(cem.PRESETS))
   for name in ("samples", "iterations", "topk", "horizon"):
@@ -122,7 +93,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   p.add_argument("--search-rotation", action="store_true")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--json", action="store_true", help="also print one JSON line per step")
-  return p.parse_args(argv)
+  args = p.parse_args(argv)
+  errors = flags.option_errors(args)
+  if len(flags.given_sources(args)) > 1:
+    errors.append("give at most one of --workdir, --converted, --checkpoint (got "
+                  f"{', '.join('--' + s for s in flags.given_sources(args))})")
+  if errors:
+    p.error("; ".join(errors))
+  return args
 
 
 def _fmt(v: np.ndarray) -> str:
@@ -137,8 +115,12 @@ def main(argv: Sequence[str] | None = None) -> int:
       setattr(cfg, name, getattr(args, name))
   cfg.search_rotation = args.search_rotation
   cfg.seed = args.seed
-  frames, states = load_trajectory(args.trajectory, args.episode)
-  encoder, predictor, description = load_models(args)
+  try:
+    frames, states = load_trajectory(args.trajectory, args.episode)
+    encoder, predictor, description = load_models(args)
+  except (FileNotFoundError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
   if description.startswith("RANDOM"):
     print(RANDOM_WARNING, file=sys.stderr, flush=True)
   planner = planner_lib.Planner(encoder, predictor, cfg)

@@ -27,15 +27,14 @@ log = logging.getLogger("vjepa_jax.serve")
 
 def load_models(converted: str | None = None, workdir: str | None = None):
   """(encoder, predictor, description) from a converted checkpoint or a training run."""
-  if converted:
-    from vjepa_jax.models import pretrained
-    models = pretrained.load_converted(converted)
-    if "predictor" not in models:
-      raise ValueError(f"{converted} has no AC predictor; planning needs V-JEPA 2-AC weights")
-    return models["encoder"], models["predictor"], f"converted {converted}"
-  from vjepa_jax.train import checkpoint
-  encoder, predictor = checkpoint.load_models(workdir, merge=True)
-  return encoder, predictor, f"training run {workdir}"
+  from vjepa_jax import models
+  source = converted or workdir
+  encoder, predictor = (models.load(converted) if converted
+                        else models.load(workdir, merge_lora=True))
+  if predictor is None:
+    raise ValueError(f"{source} has no AC predictor; planning needs V-JEPA 2-AC weights")
+  kind = "converted" if converted else "training run"
+  return encoder, predictor, f"{kind} {source}"
 
 
 def _frame_size(text: str) -> tuple[int, int]:

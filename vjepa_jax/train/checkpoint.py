@@ -1,8 +1,10 @@
-"""Training checkpoints: trainable params, optimizer state, step, RNG, config, data position.
+"""Training checkpoints: the train state by structure, written with orbax standard handlers.
 
-Frozen base weights are not copied into checkpoints; each records the sha256 of the converted
-base checkpoint it was trained from and refuses to resume on another. Paths may be local or gs://
-(orbax + etils.epath; no local-file assumptions).
+Each checkpoint holds the items of `vjepa_jax.models.workdir` (`params`, `opt_state`, `train`,
+`meta`) keyed by parameter and field names. Frozen base weights are not copied: a run records the
+sha256 of its base weights and refuses to resume on others. Restoring asks orbax for the
+shardings of the state it fills, so a checkpoint written on N devices resumes on any mesh.
+Paths may be local or gs:// (orbax + etils.epath).
 """
 from __future__ import annotations
 
@@ -11,114 +13,79 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
-from etils import epath
-from flax import nnx
 
-from vjepa_jax.models import pretrained
-
-META_FILE = "run.json"
+from vjepa_jax.models import workdir as workdir_lib
+from vjepa_jax.train import step as step_lib
 
 
-def _leaves_dict(tree) -> dict[str, Any]:
-  leaves = jax.tree.leaves(tree)
-  return {f"leaf_{i:05d}": x for i, x in enumerate(leaves)}
+def _abstract(tree):
+  return jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
 
 
-def _paths(tree) -> list[str]:
-  return [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
-
-
-def workdir_path(workdir: str) -> epath.Path:
-  path = epath.Path(workdir)
-  return path if "://" in str(workdir) else path.resolve()
+def _items(state: step_lib.TrainState) -> dict[str, Any]:
+  return {workdir_lib.PARAMS: workdir_lib.to_nested(state.trainable),
+          workdir_lib.OPT_STATE: workdir_lib.to_nested(state.opt_state),
+          workdir_lib.TRAIN: {"step": state.step, "rng": state.rng}}
 
 
 class Checkpointer:
   """orbax CheckpointManager over `<workdir>/checkpoints` (async saves, keep the last K)."""
 
   def __init__(self, workdir: str, every: int, keep: int, async_save: bool = True):
-    self.dir = workdir_path(workdir) / "checkpoints"
+    self.workdir = workdir
+    self.dir = workdir_lib.checkpoint_root(workdir)
     self.mngr = ocp.CheckpointManager(
         self.dir,
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, save_interval_steps=every,
                                              enable_async_checkpointing=async_save,
-                                             create=True))
+                                             create=True),
+        item_handlers=workdir_lib.handlers())
 
   def latest_step(self) -> int | None:
     return self.mngr.latest_step()
 
-  def save(self, step: int, state, meta: dict, force: bool = False) -> bool:
-    meta = dict(meta, leaf_paths=_paths(state))
+  def should_save(self, step: int) -> bool:
+    return self.mngr.should_save(step)
+
+  def save(self, step: int, state: step_lib.TrainState, meta: dict, force: bool = False) -> bool:
+    items = {k: ocp.args.StandardSave(v) for k, v in _items(state).items()}
     return self.mngr.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(_leaves_dict(state)), meta=ocp.args.JsonSave(meta)),
-        force=force)
+        **items, **{workdir_lib.META: ocp.args.JsonSave(meta)}), force=force)
 
-  def restore(self, step: int, template) -> tuple[Any, dict]:
-    """Restores into the structure and shardings of `template` (a state of the same run)."""
-    meta = self.mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-    if meta["leaf_paths"] != _paths(template):
-      raise ValueError(f"checkpoint {self.dir}/{step} was written for another model or mode: its "
-                       "parameter tree differs from this run's (check mode / lora settings)")
-    abstract = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), template)
+  def restore(self, step: int, template: step_lib.TrainState
+              ) -> tuple[step_lib.TrainState, dict]:
+    """Restores into the structure and shardings of `template` (a state of the same run, on
+    any mesh)."""
+    want = _items(template)
+    for item in (workdir_lib.PARAMS, workdir_lib.OPT_STATE):
+      stored = workdir_lib.item_shapes(self.workdir, step, item)
+      expected = workdir_lib.flat_shapes(want[item])
+      if stored != expected:
+        diff = sorted(set(stored.items()) ^ set(expected.items()))[:10]
+        raise ValueError(
+            f"checkpoint {self.dir}/{step} does not fit this run's {item} (path, shape) "
+            f"differences: {[('/'.join(k), s) for k, s in diff]}; resume with the config the run "
+            "was started with, or train in a new --workdir")
+    args = {k: ocp.args.StandardRestore(_abstract(v)) for k, v in want.items()}
     restored = self.mngr.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(_leaves_dict(abstract))))["state"]
-    leaves = [restored[k] for k in sorted(restored)]
-    return jax.tree.unflatten(jax.tree.structure(template), leaves), meta
-
-  def wait(self) -> None:
-    self.mngr.wait_until_finished()
+        **args, **{workdir_lib.META: ocp.args.JsonRestore()}))
+    state = step_lib.TrainState(
+        step=restored[workdir_lib.TRAIN]["step"],
+        trainable=workdir_lib.from_nested(template.trainable, restored[workdir_lib.PARAMS]),
+        opt_state=workdir_lib.from_nested(template.opt_state, restored[workdir_lib.OPT_STATE]),
+        rng=restored[workdir_lib.TRAIN]["rng"])
+    return state, restored[workdir_lib.META]
 
   def close(self) -> None:
     self.mngr.wait_until_finished()
     self.mngr.close()
 
 
-def check_base(meta: dict, base_dir: str, base_sha: str) -> None:
-  if meta.get("base_sha256") != base_sha:
-    raise ValueError(
-        f"refusing to resume: the checkpoint was trained from base weights "
-        f"{meta.get('base_dir')} (sha256 {str(meta.get('base_sha256'))[:16]}...), but this run "
-        f"loads {base_dir} (sha256 {base_sha[:16]}...)")
-
-
-def write_run_meta(workdir: str, meta: dict) -> None:
+def write_run(workdir: str, run: dict) -> None:
+  """Writes run.json (process 0): only once the run's configuration was accepted."""
   if jax.process_index() == 0:
-    path = workdir_path(workdir)
+    path = workdir_lib.root(workdir)
     path.mkdir(parents=True, exist_ok=True)
-    (path / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
-
-
-def load_models(workdir: str, step: int | None = None, merge: bool = False):
-  """(encoder, predictor) NNX modules of a training run, at its latest (or given) step.
-
-  The base weights come from the converted checkpoint recorded in the run; trained parameters
-  (full predictor or LoRA adapters) are restored on top. `merge=True` folds adapters into the
-  base kernels.
-  """
-  from vjepa_jax.train import model as model_lib
-  from vjepa_jax.train import lora as lora_lib
-  import ml_collections
-  root = workdir_path(workdir)
-  run = json.loads((root / META_FILE).read_text())
-  cfg = ml_collections.ConfigDict(run["config"])
-  base = pretrained.load_converted(run["base_dir"])
-  model = model_lib.WorldModel(base["encoder"], base["predictor"])
-  model_lib.attach_adapters(model, cfg.mode, cfg.lora)
-  graphdef, trainable, frozen, rest = model_lib.split(model, cfg.mode)
-  ckpt = Checkpointer(workdir, every=1, keep=1000, async_save=False)
-  step = ckpt.latest_step() if step is None else step
-  if step is None:
-    raise FileNotFoundError(f"no checkpoint in {root}/checkpoints")
-  meta = ckpt.mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-  check_base(meta, run["base_dir"], pretrained.params_sha256(run["base_dir"]))
-  restored = ckpt.mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-  ckpt.close()
-  leaves = [restored["state"][k] for k in sorted(restored["state"])]
-  n_train = len(jax.tree.leaves(trainable))
-  # TrainState leaf order: step, trainable..., opt_state..., rng.
-  trained = jax.tree.unflatten(jax.tree.structure(trainable), leaves[1:1 + n_train])
-  model = nnx.merge(graphdef, trained, frozen, rest)
-  if merge:
-    lora_lib.merge_lora(model)
-  return model.encoder, model.predictor
+    (path / workdir_lib.RUN_FILE).write_text(json.dumps(run, indent=2, sort_keys=True,
+                                                         default=str))

@@ -27,20 +27,23 @@ def l1(z: jnp.ndarray, h: jnp.ndarray, loss_exp: float) -> jnp.ndarray:
 
 def ac_losses(predictor: Predictor, h: jnp.ndarray, actions: jnp.ndarray, states: jnp.ndarray,
               tokens_per_frame: int, auto_steps: int = 2, loss_exp: float = 1.0,
-              normalize: bool = True) -> dict[str, jnp.ndarray]:
+              normalize: bool = True, h_target: jnp.ndarray | None = None
+              ) -> dict[str, jnp.ndarray]:
   """Teacher-forcing and rollout losses of one batch.
 
   Rollout step n of the official objective re-runs the predictor on [h_0, z_1 .. z_n]. With a
   frame-causal `ACPredictor` the first n steps of that input (and, for step 1, step 0 of the
   teacher-forcing pass) produce exactly the keys/values computed before, so each rollout step
   here runs the predictor on its newest step only, attending to the cached keys/values
-  (`world_model.rollout_frames`); the loss and its gradient are the official ones. Other predictors (a plain
-  callable, a non-causal model) take the official recomputing path.
+  (`world_model.rollout_frames`); the loss and its gradient are the official ones. Other
+  predictors (a plain callable, a non-causal model) take the official recomputing path.
 
   Args:
     predictor: an `ACPredictor`, or any `(tokens [B, t*hw, D], actions [B, t, A], states
       [B, t, A]) -> [B, t*hw, D]`.
-    h: targets `[B, T*hw, D]` (see `targets`).
+    h: targets `[B, T*hw, D]` (see `targets`), also the context the predictor starts from.
+    h_target: what the predictions are compared with, when it is not `h` (the same values
+      without a gradient path, for an encoder that trains).
     actions: `[B, T-1, A]`, actions[t] moves frame t to frame t+1.
     states: `[B, T, A]`.
     auto_steps: rollout length; 1 disables the rollout term.
@@ -62,7 +65,8 @@ def ac_losses(predictor: Predictor, h: jnp.ndarray, actions: jnp.ndarray, states
     z_tf = norm(out)
   else:
     z_tf = norm(predictor(h[:, :-hw], actions, states[:, :-1]))
-  jloss = l1(z_tf, h[:, hw:], loss_exp)
+  goal = h if h_target is None else h_target
+  jloss = l1(z_tf, goal[:, hw:], loss_exp)
   frames = [z_tf[:, :hw]]
   if cached:
     frames += world_model.rollout_frames(predictor, cache.first_steps(1), frames[0],
@@ -72,5 +76,5 @@ def ac_losses(predictor: Predictor, h: jnp.ndarray, actions: jnp.ndarray, states
       z = jnp.concatenate([h[:, :hw]] + frames, axis=1)
       frames.append(norm(predictor(z, actions[:, :n + 1], states[:, :n + 1]))[:, -hw:])
   z_ar = jnp.concatenate(frames, axis=1)
-  sloss = l1(z_ar, h[:, hw:hw + z_ar.shape[1]], loss_exp)
+  sloss = l1(z_ar, goal[:, hw:hw + z_ar.shape[1]], loss_exp)
   return {"loss": jloss + sloss, "jloss": jloss, "sloss": sloss, "z_tf": z_tf, "z_ar": z_ar}

@@ -10,18 +10,26 @@ import jax
 from etils import epath
 
 METRICS_FILE = "metrics.jsonl"
+# The training losses as the step reports them (train/step.py); plotted under these names.
+LOSSES = ("loss", "teacher_forcing_loss", "rollout_loss")
 
 
 class MetricWriter:
+  """Writes scalars per step. `resume_step`: rows of later steps (written before a crash or a
+  stop and trained again now) are dropped first, so metrics.jsonl keeps one row per step."""
 
   def __init__(self, workdir: str, use_wandb: bool = False, wandb_project: str = "vjepa-jax",
-               config: Mapping | None = None):
+               config: Mapping | None = None, resume_step: int = 0):
     self.active = jax.process_index() == 0
     self.workdir = epath.Path(workdir)
     self._tb = None
     self._wandb = None
     if not self.active:
       return
+    path = self.workdir / METRICS_FILE
+    if path.exists():
+      kept = [json.dumps(r) for r in _rows(path) if r["step"] <= resume_step]
+      path.write_text("".join(line + "\n" for line in kept))
     import tensorflow as tf
     self._tf = tf
     self._tb = tf.summary.create_file_writer(str(self.workdir / "tensorboard"))
@@ -54,11 +62,20 @@ class MetricWriter:
         self._wandb.finish()
 
 
+def _rows(path: epath.Path) -> list[dict]:
+  return [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+
+
 def read_jsonl(workdir: str) -> list[dict]:
+  """The rows of metrics.jsonl in step order; of two rows with the same step and keys (a step
+  trained again after a resume) only the later one."""
   path = epath.Path(workdir) / METRICS_FILE
   if not path.exists():
     return []
-  return [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+  latest = {}
+  for i, row in enumerate(_rows(path)):
+    latest[(row["step"], tuple(sorted(k for k in row if k != "time")))] = (i, row)
+  return [row for _, row in sorted(latest.values(), key=lambda ir: (ir[1]["step"], ir[0]))]
 
 
 def plot_loss(workdir: str, out_name: str = "loss.png") -> str | None:
@@ -70,7 +87,7 @@ def plot_loss(workdir: str, out_name: str = "loss.png") -> str | None:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   fig, ax = plt.subplots(figsize=(6, 4))
-  for key in ("loss", "jloss", "sloss"):
+  for key in LOSSES:
     ax.plot([r["step"] for r in rows], [r[key] for r in rows], label=key)
   ax.set_xlabel("step")
   ax.set_ylabel("L1")

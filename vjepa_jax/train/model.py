@@ -4,9 +4,7 @@
 """
 from __future__ import annotations
 
-
 import jax
-import ml_collections
 import numpy as np
 from flax import nnx
 
@@ -14,9 +12,12 @@ from vjepa_jax.models import ACPredictor
 from vjepa_jax.models import EncoderConfig
 from vjepa_jax.models import PredictorConfig
 from vjepa_jax.models import VisionTransformer
-from vjepa_jax.train import lora as lora_lib
+from vjepa_jax.models import lora as lora_lib
 
-MODES = ("full", "lora", "lora_encoder")
+MODES = lora_lib.MODES
+# Layers that receive no input in training: the step feeds no extrinsics, so the extrinsics
+# encoder would only be decayed towards zero. They stay frozen at their base values.
+UNUSED = ("extrinsics_encoder",)
 
 
 class WorldModel(nnx.Module):
@@ -27,33 +28,24 @@ class WorldModel(nnx.Module):
     self.predictor = predictor
 
 
+def _unused():
+  return nnx.Any(*(nnx.PathContains(name) for name in UNUSED))
+
+
 def trainable_filter(mode: str):
   """NNX filter of the parameters that receive gradients and optimizer state in `mode`.
 
-  full: every predictor parameter (the official recipe). lora: predictor adapters only.
-  lora_encoder: adapters of the predictor and of the encoder. Encoder base weights never train.
+  full: every predictor parameter that receives input (the official recipe). lora: predictor
+  adapters only. lora_encoder: adapters of the predictor and of the encoder. Encoder base weights
+  never train; neither do layers in `UNUSED`.
   """
   if mode == "full":
-    return nnx.All(nnx.Param, nnx.PathContains("predictor"))
+    return nnx.All(nnx.Param, nnx.PathContains("predictor"), nnx.Not(_unused()))
   if mode == "lora":
-    return nnx.All(nnx.LoRAParam, nnx.PathContains("predictor"))
+    return nnx.All(nnx.LoRAParam, nnx.PathContains("predictor"), nnx.Not(_unused()))
   if mode == "lora_encoder":
-    return nnx.LoRAParam
+    return nnx.All(nnx.LoRAParam, nnx.Not(_unused()))
   raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-
-
-def attach_adapters(model: WorldModel, mode: str, cfg: ml_collections.ConfigDict) -> list[str]:
-  """Adds the LoRA adapters the mode asks for; returns the adapted layer paths."""
-  if mode == "full":
-    return []
-  adapted = lora_lib.add_lora(model.predictor, tuple(cfg.targets), rank=cfg.rank,
-                              alpha=cfg.alpha, dropout=cfg.dropout, seed=cfg.seed)
-  adapted = ["predictor." + p for p in adapted]
-  if mode == "lora_encoder":
-    adapted += ["encoder." + p for p in lora_lib.add_lora(
-        model.encoder, tuple(cfg.encoder_targets), rank=cfg.rank, alpha=cfg.alpha,
-        dropout=cfg.dropout, seed=cfg.seed + 7)]
-  return adapted
 
 
 def split(model: WorldModel, mode: str):
@@ -61,15 +53,22 @@ def split(model: WorldModel, mode: str):
   return nnx.split(model, trainable_filter(mode), nnx.Param, ...)
 
 
+def _group(path: tuple) -> str:
+  unused = next((p for p in path if p in UNUSED), None)
+  if unused:
+    return f"{path[0]}.{unused} (no input)"
+  return path[0] + (".lora" if "lora" in path else "")
+
+
 def audit(model: WorldModel, mode: str) -> dict[str, dict[str, int]]:
-  """Trainable vs frozen parameter counts and bytes per group (encoder, predictor, adapters)."""
+  """Trainable vs frozen parameter counts and bytes per group (encoder, predictor, adapters,
+  and the layers that receive no input, frozen)."""
   _, trainable, frozen, _ = split(model, mode)
   rows: dict[str, dict[str, int]] = {}
   for status, state in (("trainable", trainable), ("frozen", frozen)):
     for path, var in nnx.to_flat_state(state):
-      group = path[0] + (".lora" if "lora" in path else "")
-      row = rows.setdefault(group, {"trainable": 0, "frozen": 0, "trainable_bytes": 0,
-                                    "frozen_bytes": 0})
+      row = rows.setdefault(_group(tuple(path)), {"trainable": 0, "frozen": 0,
+                                                   "trainable_bytes": 0, "frozen_bytes": 0})
       v = var.get_value()
       row[status] += int(np.prod(v.shape))
       row[status + "_bytes"] += int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize
@@ -77,24 +76,50 @@ def audit(model: WorldModel, mode: str) -> dict[str, dict[str, int]]:
 
 
 def format_audit(rows: dict[str, dict[str, int]]) -> str:
-  lines = [f"{'group':<20}{'trainable':>14}{'frozen':>14}{'trainable MB':>14}{'frozen MB':>12}"]
+  width = max([20] + [len(g) + 2 for g in rows])
+  lines = [f"{'group':<{width}}{'trainable':>14}{'frozen':>14}{'trainable MB':>14}"
+           f"{'frozen MB':>12}"]
   tot = {"trainable": 0, "frozen": 0, "trainable_bytes": 0, "frozen_bytes": 0}
   for group in sorted(rows):
     r = rows[group]
     for k in tot:
       tot[k] += r[k]
-    lines.append(f"{group:<20}{r['trainable']:>14,}{r['frozen']:>14,}"
+    lines.append(f"{group:<{width}}{r['trainable']:>14,}{r['frozen']:>14,}"
                  f"{r['trainable_bytes'] / 2**20:>14.2f}{r['frozen_bytes'] / 2**20:>12.2f}")
-  lines.append(f"{'total':<20}{tot['trainable']:>14,}{tot['frozen']:>14,}"
+  lines.append(f"{'total':<{width}}{tot['trainable']:>14,}{tot['frozen']:>14,}"
                f"{tot['trainable_bytes'] / 2**20:>14.2f}{tot['frozen_bytes'] / 2**20:>12.2f}")
+  if any("(no input)" in g for g in rows):
+    lines.append("(no input): layers nothing feeds in training (no extrinsics are given); frozen "
+                 "at their base values")
   return "\n".join(lines)
-
-
-def random_init(enc_cfg: EncoderConfig, pred_cfg: PredictorConfig, seed: int) -> WorldModel:
-  rngs = nnx.Rngs(seed)
-  return WorldModel(VisionTransformer(enc_cfg, rngs=rngs), ACPredictor(pred_cfg, rngs=rngs))
 
 
 def log_audit(model: WorldModel, mode: str) -> None:
   if jax.process_index() == 0:
     print(f"parameter audit (mode={mode}):\n{format_audit(audit(model, mode))}", flush=True)
+
+
+# Fields of the training config's `model.encoder` / `model.predictor` blocks (architecture only;
+# the numerics are set once for both models in `model.*`, and the predictor's input width, patch
+# and tubelet are the encoder's).
+ENCODER_FIELDS = ("embed_dim", "depth", "num_heads", "mlp_hidden", "patch_size", "tubelet_size",
+                  "in_chans", "norm_eps")
+PREDICTOR_FIELDS = ("predictor_embed_dim", "depth", "num_heads", "mlp_hidden", "img_size",
+                    "norm_eps", "action_dim", "is_frame_causal")
+NUMERICS = ("dtype", "attention_impl", "remat", "rope_mode")
+
+
+def architecture(cfg, fields) -> dict:
+  """The `fields` of a model config (a dataclass or a mapping) as a plain dict."""
+  get = cfg.get if hasattr(cfg, "get") else lambda f: getattr(cfg, f)
+  return {f: get(f) for f in fields}
+
+
+def model_configs(model_cfg) -> tuple[EncoderConfig, PredictorConfig]:
+  """(EncoderConfig, PredictorConfig) of a training config's `model` block."""
+  numerics = {k: model_cfg[k] for k in NUMERICS}
+  pred = architecture(model_cfg.predictor, PREDICTOR_FIELDS)
+  enc = EncoderConfig(**architecture(model_cfg.encoder, ENCODER_FIELDS),
+                      img_size=pred["img_size"], **numerics)
+  return enc, PredictorConfig(**pred, embed_dim=enc.embed_dim, patch_size=enc.patch_size,
+                              tubelet_size=enc.tubelet_size, **numerics)

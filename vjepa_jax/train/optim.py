@@ -7,8 +7,6 @@ only on tensors with ndim > 1 (biases and LayerNorm parameters are 1-D).
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
-
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -49,28 +47,6 @@ def decay_mask(params):
   return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
-class _ScheduledDecayState(NamedTuple):
-  count: jax.Array
-
-
-def _decoupled_weight_decay(wd_fn, mask_fn) -> optax.GradientTransformation:
-  """Adds wd(s) * p on masked tensors; with the -lr(s) scale after it this is exactly torch's
-  `p *= 1 - lr * wd` followed by the Adam step."""
-
-  def init(params):
-    del params
-    return _ScheduledDecayState(jnp.zeros([], jnp.int32))
-
-  def update(updates, state, params):
-    s = state.count + 1
-    wd_over = wd_fn(s)
-    mask = mask_fn(params)
-    updates = jax.tree.map(lambda u, p, m: u + wd_over * p if m else u, updates, params, mask)
-    return updates, _ScheduledDecayState(state.count + 1)
-
-  return optax.GradientTransformation(init, update)
-
-
 def make_optimizer(cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
   """AdamW(betas, eps) + scheduled decoupled decay + WSD LR, optional global-norm clipping."""
   lr_fn, wd_fn = schedules(cfg)
@@ -79,10 +55,40 @@ def make_optimizer(cfg: ml_collections.ConfigDict) -> optax.GradientTransformati
     parts.append(optax.clip_by_global_norm(cfg.clip_grad_norm))
   parts += [
       optax.scale_by_adam(b1=cfg.b1, b2=cfg.b2, eps=cfg.eps),
-      _decoupled_weight_decay(wd_fn, decay_mask),
+      # Adding wd(s) * p before the -lr(s) scale is exactly torch's decoupled decay
+      # `p *= 1 - lr * wd` followed by the Adam step. optax counts from 0, the official
+      # schedules from 1.
+      optax.add_decayed_weights(lambda count: wd_fn(count + 1), mask=decay_mask),
       optax.scale_by_schedule(lambda count: -lr_fn(count + 1)),
   ]
   return optax.chain(*parts)
+
+
+def check(cfg: ml_collections.ConfigDict) -> list[str]:
+  """Problems with the `optim` block, all of them (empty when it is usable)."""
+  errors = []
+  if not cfg.lr > 0:
+    errors.append(f"optim.lr must be > 0, got {cfg.lr}")
+  for name in ("start_lr", "final_lr", "weight_decay", "final_weight_decay", "clip_grad_norm"):
+    if cfg.get(name, 0.0) < 0:
+      errors.append(f"optim.{name} must be >= 0, got {cfg[name]}")
+  for name in ("start_lr", "final_lr"):
+    if cfg[name] > cfg.lr:
+      errors.append(f"optim.{name} {cfg[name]} is above the peak optim.lr {cfg.lr}")
+  if cfg.total_steps < 1:
+    errors.append(f"optim.total_steps must be >= 1, got {cfg.total_steps}")
+  for name in ("warmup_steps", "anneal_steps"):
+    if cfg[name] < 0:
+      errors.append(f"optim.{name} must be >= 0, got {cfg[name]}")
+  if cfg.warmup_steps + cfg.anneal_steps > cfg.total_steps:
+    errors.append(f"optim.warmup_steps {cfg.warmup_steps} + anneal_steps {cfg.anneal_steps} "
+                  f"exceed total_steps {cfg.total_steps}")
+  for name in ("b1", "b2"):
+    if not 0 <= cfg[name] < 1:
+      errors.append(f"optim.{name} must be in [0, 1), got {cfg[name]}")
+  if not cfg.eps > 0:
+    errors.append(f"optim.eps must be > 0, got {cfg.eps}")
+  return errors
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -93,7 +99,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.final_lr = 0.0
   c.warmup_steps = 15 * 300
   c.anneal_steps = 15 * 300
-  c.total_steps = 315 * 300
+  c.total_steps = 315 * 300  # the run's length: training stops here
   c.weight_decay = 0.04
   c.final_weight_decay = 0.04
   c.b1 = 0.9

@@ -22,16 +22,27 @@ class TrainState(NamedTuple):
   rng: jax.Array         # uint32 [2] base key; step keys are fold_in(rng, step)
 
 
+def context_and_targets(model, video: jnp.ndarray, normalize: bool
+                        ) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """(context, targets) `[B, T*hw, D]` of a clip `[B, T, H, W, 3]`, both the encoder's per-frame
+  latents. The targets never carry a gradient: an encoder that trains (`lora_encoder`) could
+  otherwise lower the loss by moving its targets instead of improving its predictions."""
+  h = loss_lib.targets(lambda v: vit.encode_frames(model.encoder, v), video, normalize)
+  return h, jax.lax.stop_gradient(h)
+
+
 def make_train_step(graphdef, mode: str, rest, cfg: ml_collections.ConfigDict,
                     tx: optax.GradientTransformation):
   """Builds the step for a world model split as (graphdef, trainable, frozen, rest).
 
   The frozen encoder runs outside `value_and_grad` (no gradients, no activations kept for it)
-  except in `lora_encoder` mode, where its adapters train.
+  except in `lora_encoder` mode, where its adapters train through the context path only.
   """
+  cfg = ml_collections.FrozenConfigDict(cfg)
   lr_fn, wd_fn = optim.schedules(cfg.optim)
   lcfg = cfg.loss
   has_rngs = len(jax.tree.leaves(rest)) > 0
+  image_size = cfg.model.predictor.img_size
 
   def build(trainable, frozen, key):
     model = nnx.merge(graphdef, trainable, frozen, rest)
@@ -43,23 +54,23 @@ def make_train_step(graphdef, mode: str, rest, cfg: ml_collections.ConfigDict,
     key = jax.random.fold_in(state.rng, state.step)
     dtype = jnp.dtype(cfg.model.dtype)
     # Clips may arrive at their crop size (data.resize_on_host=False): resize on the device.
-    video = preprocess.model_input(batch["video"], cfg.data.image_size, "ac", dtype)
+    video = preprocess.model_input(batch["video"], image_size, "ac", dtype)
     actions = batch["actions"].astype(jnp.float32)
     states = batch["states"].astype(jnp.float32)
 
-    def encode(model):
-      return loss_lib.targets(lambda v: vit.encode_frames(model.encoder, v), video,
-                              lcfg.normalize_reps)
-
     if mode != "lora_encoder":
-      h = jax.lax.stop_gradient(encode(build(state.trainable, frozen, key)))
+      fixed = jax.lax.stop_gradient(context_and_targets(build(state.trainable, frozen, key),
+                                                        video, lcfg.normalize_reps)[1])
 
     def loss_fn(trainable):
       model = build(trainable, frozen, key)
-      targets = encode(model) if mode == "lora_encoder" else h
-      out = loss_lib.ac_losses(model.predictor, targets, actions, states,
+      if mode == "lora_encoder":
+        context, targets = context_and_targets(model, video, lcfg.normalize_reps)
+      else:
+        context = targets = fixed
+      out = loss_lib.ac_losses(model.predictor, context, actions, states,
                                model.predictor.tokens_per_frame, lcfg.auto_steps, lcfg.loss_exp,
-                               lcfg.normalize_reps)
+                               lcfg.normalize_reps, h_target=targets)
       return out["loss"], out
 
     (loss, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.trainable)
@@ -71,7 +82,7 @@ def make_train_step(graphdef, mode: str, rest, cfg: ml_collections.ConfigDict,
       keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa
       trainable = keep(trainable, state.trainable)
       opt_state = keep(opt_state, state.opt_state)
-    metrics = {"loss": loss, "jloss": out["jloss"], "sloss": out["sloss"],
+    metrics = {"loss": loss, "teacher_forcing_loss": out["jloss"], "rollout_loss": out["sloss"],
                "grad_norm": grad_norm, "param_norm": optax.global_norm(trainable),
                "lr": lr_fn(state.step + 1), "wd": wd_fn(state.step + 1),
                "finite": finite}
