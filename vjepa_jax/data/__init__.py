@@ -15,6 +15,7 @@ from vjepa_jax.data.api import check_path
 from vjepa_jax.data.api import clip_iterator
 from vjepa_jax.data.api import ClipStream
 from vjepa_jax.data.api import config_for
+from vjepa_jax.data.api import dataset_stats
 from vjepa_jax.data.api import default_config
 from vjepa_jax.data.api import mixture
 from vjepa_jax.data.api import resolve

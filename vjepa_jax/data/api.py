@@ -124,6 +124,18 @@ def spec_of(cfg: ml_collections.ConfigDict) -> specs_lib.Spec:
   return _resolve_lerobot(cfg)[1]
 
 
+def dataset_stats(cfg: ml_collections.ConfigDict) -> dict:
+  """One pass over the episodes without decoding frames: filter counts, clips per pass and
+  per-dimension state / action statistics (`droid.dataset_stats` for RLDS)."""
+  cfg = resolve(cfg)
+  if cfg.format == "rlds":
+    from vjepa_jax.data import droid
+    return droid.dataset_stats(cfg)
+  from vjepa_jax.data import clips
+  cfg, spec = _resolve_lerobot(cfg)
+  return clips.ClipSource(cfg, spec).stats()
+
+
 def config_for(path: str, spec=None, **overrides) -> ml_collections.ConfigDict:
   """A data config for the dataset at `path`, format detected and spec resolved.
 

@@ -27,6 +27,7 @@ import concurrent.futures
 import hashlib
 import threading
 
+from absl import flags
 from absl import logging
 import grain
 import ml_collections
@@ -228,6 +229,31 @@ class ClipSource:
   def __len__(self) -> int:
     return len(self.units)
 
+  def stats(self) -> dict:
+    """Filter counts, clips per pass and per-dimension state / action statistics (actions
+    between steps `frame_step` apart in the kept ranges), as `droid.dataset_stats` gives."""
+    cfg = self.cfg
+    states, actions = [], []
+    for ep in self.episodes:
+      states.append(ep.states[ep.lo:ep.hi + 1])
+      first = np.arange(ep.lo, ep.hi + 1 - cfg.frame_step)
+      for s in first:
+        actions.append(layout.clip_actions(self.spec, ep.states, np.array([s, s + cfg.frame_step]),
+                                           ep.stored)[0])
+    sliding = sum(max((_last_start(ep.hi, cfg) - ep.lo) // (cfg.clip_stride * cfg.frame_step)
+                      + 1, 0) for ep in self.episodes)
+    out = {"counts": dict(self.counts),
+           "clips_per_pass": {"random": self.counts["episodes_kept"] * cfg.clips_per_visit,
+                              "sliding": sliding},
+           "spec": self.spec.name, "dim_names": list(self.spec.dim_names)}
+    for key, values in (("state", states), ("action", actions)):
+      if values:
+        x = np.concatenate(values) if key == "state" else np.stack(values)
+        x = x.astype(np.float64)
+        out[key] = {"count": len(x), "mean": x.mean(0).tolist(), "std": x.std(0).tolist(),
+                    "min": x.min(0).tolist(), "max": x.max(0).tolist()}
+    return out
+
   # -- clips --------------------------------------------------------------------------------
   def _decoder(self) -> video_lib.Decoder:
     decoder = getattr(self._local, "decoder", None)
@@ -309,6 +335,9 @@ def iter_dataset(ds: grain.MapDataset, cfg: ml_collections.ConfigDict) -> grain.
   """`ds` as an iterable dataset decoded by `cfg.num_workers` processes (0: this process)."""
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
   if cfg.num_workers > 0:
+    if not flags.FLAGS.is_parsed():
+      # grain's worker processes read its absl flags; outside an absl app nobody parsed them.
+      flags.FLAGS.mark_as_parsed()
     it = it.mp_prefetch(grain.MultiprocessingOptions(
         num_workers=cfg.num_workers, per_worker_buffer_size=cfg.worker_buffer))
   return it

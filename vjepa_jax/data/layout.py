@@ -69,7 +69,8 @@ def assemble_states(spec: specs_lib.Spec, arrays: Mapping[str, np.ndarray]) -> n
 def split_states(spec: specs_lib.Spec, states: np.ndarray) -> dict[str, np.ndarray]:
   """States `[n, A]` -> raw features (name -> `[n, D]` float32) as the spec lays them out.
 
-  Every key must be used whole or through explicit `[a:b]` slices that tile it.
+  Every key must be used whole or through explicit `[a:b]` slices that tile it; the last key of
+  a vector layout may be unsliced and takes the remaining values.
   """
   states = np.asarray(states, np.float64)
   values = []  # (key, [n, w] values)
@@ -83,11 +84,13 @@ def split_states(spec: specs_lib.Spec, states: np.ndarray) -> dict[str, np.ndarr
       values.append((parts["gripper"], open_ + states[:, 6:7] * (closed - open_)))
   else:
     col = 0
-    for _, key in spec.state_parts():
+    parts = spec.state_parts()
+    for i, (_, key) in enumerate(parts):
       width = key.width(None)
       if width is None:
-        if len(spec.state_parts()) > 1:
-          raise ValueError(f"state key {key} needs an explicit [a:b] slice to be written")
+        if i != len(parts) - 1:
+          raise ValueError(f"state key {key} needs an explicit [a:b] slice to be written (only "
+                           "the last key may take the remaining values)")
         width = states.shape[1] - col
       values.append((key, states[:, col:col + width]))
       col += width

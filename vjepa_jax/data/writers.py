@@ -285,7 +285,8 @@ class _VideoFile:
     import av  # Only video writing needs PyAV.
     os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its banner unless told not to.
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    self.container = av.open(path, "w")
+    # faststart: the index goes first, as LeRobot writes it (readers need not seek to the end).
+    self.container = av.open(path, "w", options={"movflags": "faststart"})
     self.stream = self.container.add_stream(CODECS[codec], rate=fps)
     self.stream.width, self.stream.height = int(hw[1]), int(hw[0])
     self.stream.pix_fmt = "yuv420p"
