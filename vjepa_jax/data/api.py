@@ -262,20 +262,41 @@ class _LeRobotStream(ClipStream):
     cfg, spec = _resolve_lerobot(cfg)
     index, count = config_lib.process_layout(cfg)
     self.cfg, self.clips = cfg, int(clips)
+    self._clips_lib = clips_lib
     self.source = clips_lib.ClipSource(cfg, spec)
-    ds = clips_lib.clip_dataset(cfg, spec, index, count, source=self.source)
-    # Element k of the dataset depends only on k: skipping the consumed clips resumes exactly.
-    self.grain_dataset = clips_lib.iter_dataset(ds[self.clips:], cfg)
-    self.grain_iterator = iter(self.grain_dataset)
+    self.dataset = clips_lib.clip_dataset(cfg, spec, index, count, source=self.source)
+    self.grain_iterator = None
 
   @property
   def counts(self) -> dict:
     return dict(self.source.counts)
 
+  def _iterator(self, batch_size: int = 0):
+    # Element k of the dataset depends only on k: skipping the consumed clips resumes exactly.
+    ds = self.dataset[self.clips:]
+    if batch_size:
+      # Workers stack whole batches straight into shared memory: one copy per clip, and no
+      # stacking in this process. Batches are consecutive elements, whatever the worker count.
+      ds = ds.batch(batch_size, drop_remainder=True)
+      if self.cfg.num_workers > 0:
+        ds.enable_shared_memory_output()
+    self.grain_iterator = iter(self._clips_lib.iter_dataset(ds, self.cfg))
+    return self.grain_iterator
+
   def __next__(self) -> dict:
+    if self.grain_iterator is None:
+      self._iterator()
     clip = next(self.grain_iterator)
     self.clips += 1
     return clip
+
+  def batches(self, batch_size: int) -> Iterator[dict]:
+    if self.grain_iterator is not None:
+      yield from super().batches(batch_size)
+      return
+    for batch in self._iterator(batch_size):
+      self.clips += batch_size
+      yield batch
 
   def get_state(self) -> dict:
     return {"format": "lerobot", "clips": self.clips, "fingerprint": _fingerprint(self.cfg)}

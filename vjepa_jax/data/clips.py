@@ -92,6 +92,9 @@ class ClipSource:
     self.fps = meta.fps
     self.cameras = [c.strip() for c in cfg.camera.split(",") if c.strip()]
     check_spec(spec, meta, self.cameras)
+    # Frame sizes from info.json: the crop window is known before anything is decoded.
+    self.frame_hw = {c: tuple(int(x) for x in meta.features[c]["shape"][:2])
+                     for c in self.cameras}
     gops = {int((meta.features[c].get("info") or {}).get("video.g") or 0) for c in self.cameras}
     self.gop = max(gops) or None
     self.counts = dict.fromkeys(COUNTERS, 0)
@@ -272,11 +275,12 @@ class ClipSource:
     steps = start + np.arange(cfg.frames_per_clip) * cfg.frame_step
     camera = self.cameras[int(rng.integers(len(self.cameras)))]
     path, offset = ep.videos[camera]
-    frames = self._decoder().frames(path, offset + ep.timestamps[steps], self.fps)
     random_crop = (tuple(cfg.rrc_scale), tuple(cfg.rrc_ratio)) if cfg.random_resized_crop \
         else None
-    video = np_transforms.preprocess_clip(
-        frames, cfg.image_size if cfg.resize_on_host else None, cfg.crop, random_crop, rng)
+    window = np_transforms.clip_window(*self.frame_hw[camera], cfg.crop, random_crop, rng)
+    frames = self._decoder().frames(path, offset + ep.timestamps[steps], self.fps, window)
+    video = np_transforms.finish_clip(frames, cfg.image_size if cfg.resize_on_host else None,
+                                      cfg.crop, random_crop)
     return {"video": video, "states": ep.states[steps],
             "actions": layout.clip_actions(spec, ep.states, steps, ep.stored),
             "step_index": steps.astype(np.int32), "episode_id": ep.id.encode()}

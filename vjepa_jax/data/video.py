@@ -92,14 +92,22 @@ class Decoder:
       self._open.popitem(last=False)[1].close()
     return handle
 
-  def frames(self, path: str, times: Sequence[float], fps: float) -> np.ndarray:
-    """uint8 `[T, H, W, 3]` frames nearest to `times` (increasing seconds) in `path`."""
+  def frames(self, path: str, times: Sequence[float], fps: float,
+             window: Sequence[int] | None = None) -> np.ndarray:
+    """uint8 `[T, H, W, 3]` frames nearest to `times` (increasing seconds) in `path`; with
+    `window` = (top, left, h, w) only that window of each frame, `[T, h, w, 3]`."""
     import av
     handle = self._get(path)
-    out = []
+    out = None
     try:
-      for t in times:
-        out.append(self._frame(handle, float(t), fps))
+      for i, t in enumerate(times):
+        rgb = self._frame(handle, float(t), fps)
+        if window is not None:
+          top, left, h, w = window
+          rgb = rgb[top:top + h, left:left + w]
+        if out is None:  # Frames go straight into the clip array: no list, no stack.
+          out = np.empty((len(times), *rgb.shape), np.uint8)
+        out[i] = rgb
     except av.FFmpegError as e:
       self._drop(path)
       raise VideoError(f"{path}: cannot decode the frame at {t:.4f} s (truncated or corrupt "
@@ -107,7 +115,7 @@ class Decoder:
     except VideoError:
       self._drop(path)
       raise
-    return np.stack(out)
+    return out
 
   def _drop(self, path: str) -> None:
     handle = self._open.pop(path, None)
