@@ -264,28 +264,18 @@ class _LeRobotStream(ClipStream):
     self.cfg, self.clips = cfg, int(clips)
     self._clips_lib = clips_lib
     self.source = clips_lib.ClipSource(cfg, spec)
-    self.dataset = clips_lib.clip_dataset(cfg, spec, index, count, source=self.source)
+    self.elements = clips_lib.elements(cfg, spec, index, count, source=self.source)
     self.grain_iterator = None
 
   @property
   def counts(self) -> dict:
     return dict(self.source.counts)
 
-  def _iterator(self, batch_size: int = 0):
-    # Element k of the dataset depends only on k: skipping the consumed clips resumes exactly.
-    ds = self.dataset[self.clips:]
-    if batch_size:
-      # Workers stack whole batches straight into shared memory: one copy per clip, and no
-      # stacking in this process. Batches are consecutive elements, whatever the worker count.
-      ds = ds.batch(batch_size, drop_remainder=True)
-      if self.cfg.num_workers > 0:
-        ds.enable_shared_memory_output()
-    self.grain_iterator = iter(self._clips_lib.iter_dataset(ds, self.cfg))
-    return self.grain_iterator
-
   def __next__(self) -> dict:
     if self.grain_iterator is None:
-      self._iterator()
+      # Element k depends only on k: starting at the consumed count resumes exactly.
+      ds = self._clips_lib.clip_dataset(self.elements, self.clips)
+      self.grain_iterator = iter(self._clips_lib.iter_dataset(ds, self.cfg))
     clip = next(self.grain_iterator)
     self.clips += 1
     return clip
@@ -294,7 +284,10 @@ class _LeRobotStream(ClipStream):
     if self.grain_iterator is not None:
       yield from super().batches(batch_size)
       return
-    for batch in self._iterator(batch_size):
+    ds = self._clips_lib.batch_dataset(self.elements, batch_size, self.clips,
+                                       shared=self.cfg.num_workers > 0)
+    self.grain_iterator = iter(self._clips_lib.iter_dataset(ds, self.cfg))
+    for batch in self.grain_iterator:
       self.clips += batch_size
       yield batch
 

@@ -1,7 +1,8 @@
 """LeRobot datasets -> V-JEPA 2-AC clips on grain: a random-access source over (episode, window).
 
   source = clips.ClipSource(cfg, spec)     # reads meta/ and the parquet columns once, checks them
-  ds = clips.clip_dataset(cfg, spec)       # grain.MapDataset of clips (unbatched NumPy dicts)
+  elems = clips.elements(cfg, spec, source=source)     # element k -> clip, a pure function of k
+  ds = clips.clip_dataset(elems, start=0)  # grain.MapDataset of clips (unbatched NumPy dicts)
   it = iter(clips.iter_dataset(ds, cfg))   # worker processes decode (cfg.num_workers)
 
 Elements follow the data contract: `video` uint8 `[T, S, S, 3]` (or the "ac" window's native size
@@ -9,12 +10,13 @@ without host resize), `states` f32 `[T, A]`, `actions` f32 `[T-1, A]`, `step_ind
 (frame index in the episode), `episode_id` bytes.
 
 The source holds one unit per episode visit (`"random"`: `clips_per_visit` units per kept episode,
-each drawing its own window) or per window (`"sliding"`). The dataset is
-`range(units) -> shuffle(seed) -> repeat(num_epochs) -> [process_index::process_count] ->
-random_map(clip)`: a global shuffle redrawn every epoch, processes take disjoint elements, and
-every random draw (window start, camera, crop) comes from grain's per-element generator, so
-element k depends only on (cfg, k): a resumed run that skips the k clips it consumed
-(`dataset[k:]`) sees exactly the clips an uninterrupted one would, with any worker count.
+each drawing its own window) or per window (`"sliding"`). Element k of a process is the unit at
+global position `process_index + k * process_count` of the unit sequence, shuffled by a fresh
+permutation every epoch (a global shuffle), drawn (window start, camera, crop) with a generator
+seeded by (seed, position): processes take disjoint elements, any worker can compute any
+element, and a resumed run that starts at the k clips it consumed sees exactly the clips an
+uninterrupted one would, with any worker count. Batches are consecutive elements, decoded by
+the workers straight into shared memory.
 
 Episodes are checked once, when the source is built, and skipped with a count (`counts`):
 parquet rows != the episode index's length or the video's (`length_mismatch`), timestamps off the
@@ -24,6 +26,7 @@ actions (`nonfinite_state`), a video that does not open (`bad_video`), too short
 (a truncated file) raises `video.VideoError` naming the file.
 """
 import concurrent.futures
+import functools
 import hashlib
 import threading
 
@@ -265,8 +268,9 @@ class ClipSource:
       self._local.decoder = decoder
     return decoder
 
-  def clip(self, unit: int, rng: np.random.Generator) -> dict:
-    """The clip of unit `unit` with the draws of `rng` (window, camera, crop)."""
+  def clip(self, unit: int, rng: np.random.Generator, out: dict | None = None) -> dict:
+    """The clip of unit `unit` with the draws of `rng` (window, camera, crop); with `out`
+    (arrays of the clip's shapes) the clip is written there."""
     cfg, spec = self.cfg, self.spec
     pos, start = (int(x) for x in self.units[unit])
     ep = self.episodes[pos]
@@ -278,12 +282,21 @@ class ClipSource:
     random_crop = (tuple(cfg.rrc_scale), tuple(cfg.rrc_ratio)) if cfg.random_resized_crop \
         else None
     window = np_transforms.clip_window(*self.frame_hw[camera], cfg.crop, random_crop, rng)
-    frames = self._decoder().frames(path, offset + ep.timestamps[steps], self.fps, window)
-    video = np_transforms.finish_clip(frames, cfg.image_size if cfg.resize_on_host else None,
-                                      cfg.crop, random_crop)
-    return {"video": video, "states": ep.states[steps],
+    size = cfg.image_size if cfg.resize_on_host else None
+    # Without a resize the frames are final as decoded: they go straight into `out`.
+    direct = out["video"] if out is not None and size is None and window is not None else None
+    frames = self._decoder().frames(path, offset + ep.timestamps[steps], self.fps, window,
+                                    out=direct)
+    clip = {"video": frames if direct is not None else np_transforms.finish_clip(
+                frames, size, cfg.crop, random_crop),
+            "states": ep.states[steps],
             "actions": layout.clip_actions(spec, ep.states, steps, ep.stored),
             "step_index": steps.astype(np.int32), "episode_id": ep.id.encode()}
+    if out is not None:
+      for key, value in clip.items():
+        if key != "episode_id" and value is not out[key]:
+          out[key][...] = value
+    return clip
 
 
 def _last_start(hi: int, cfg) -> int:
@@ -305,36 +318,84 @@ def _active_range(states: np.ndarray, spec: specs_lib.Spec, trim: bool,
   return int(moving[0]), int(moving[-1]) + 1
 
 
-class _MakeClip:
-  """grain random_map transform: unit index -> clip."""
+_FOREVER = 2**62  # elements of a stream that repeats forever
 
-  def __init__(self, source: ClipSource):
+
+class Elements:
+  """Element k of this process's stream: the unit at global position `process_index + k *
+  process_count` of the epoch-wise shuffled, repeated unit sequence, drawn with a generator
+  seeded by (seed, that position). A pure function of (cfg, k): any worker may compute any
+  element, and a stream started at k continues an interrupted one exactly."""
+
+  def __init__(self, source: ClipSource, process_index: int = 0, process_count: int = 1):
     self.source = source
+    self.index, self.count = process_index, process_count
+    cfg = source.cfg
+    self.seed, self.shuffle = int(cfg.seed), bool(cfg.shuffle)
+    units = len(source)
+    total = _FOREVER if cfg.num_epochs is None else units * int(cfg.num_epochs)
+    self.length = max(0, (total - process_index + process_count - 1) // process_count)
+    self._epoch, self._order = None, None
 
-  def __call__(self, unit: int, rng: np.random.Generator) -> dict:
-    return self.source.clip(int(unit), rng)
+  def __len__(self) -> int:
+    return self.length
+
+  def unit(self, k: int) -> tuple[int, int]:
+    """(unit index, global position) of element k."""
+    position = self.index + k * self.count
+    epoch, offset = divmod(position, len(self.source))
+    if not self.shuffle:
+      return offset, position
+    if epoch != self._epoch:  # a fresh permutation every epoch: a global shuffle
+      self._order = np.random.default_rng([self.seed, epoch]).permutation(len(self.source))
+      self._epoch = epoch
+    return int(self._order[offset]), position
+
+  def clip(self, k: int, out: dict | None = None) -> dict:
+    unit, position = self.unit(int(k))
+    rng = np.random.default_rng([self.seed, 1, position])
+    return self.source.clip(unit, rng, out)
+
+  def batch(self, b: int, size: int, start: int, shared: bool) -> dict:
+    """Elements `start + b*size ...` stacked; frames decode straight into the batch arrays (in
+    shared memory when `shared`, so grain hands them to the main process without a copy)."""
+    first = self.clip(start + b * size)
+    alloc = grain.multiprocessing.SharedMemoryArray if shared else np.empty
+    out = {k: alloc((size, *np.shape(v)), dtype=np.asarray(v).dtype)
+           for k, v in first.items() if k != "episode_id"}
+    ids = [first["episode_id"]]
+    for key, value in first.items():
+      if key != "episode_id":
+        out[key][0] = value
+    for j in range(1, size):
+      clip = self.clip(start + b * size + j, {k: v[j] for k, v in out.items()})
+      ids.append(clip["episode_id"])
+    out["episode_id"] = np.asarray(ids, dtype=np.bytes_)
+    return out
 
 
-def clip_dataset(cfg: ml_collections.ConfigDict, spec: specs_lib.Spec,
-                 process_index: int = 0, process_count: int = 1,
-                 source: ClipSource | None = None) -> grain.MapDataset:
-  """This process's clips as a random-access `grain.MapDataset` (see the module docstring)."""
+def elements(cfg: ml_collections.ConfigDict, spec: specs_lib.Spec, process_index: int = 0,
+             process_count: int = 1, source: ClipSource | None = None) -> Elements:
+  """This process's element function (see `Elements`); ValueError for an empty split."""
   source = source or ClipSource(cfg, spec)
   if not len(source):
     raise ValueError(f"empty split: no clip from {cfg.path} (split {cfg.split!r}, filter counts "
                      f"{source.counts}); set data.split='all' or data.val_fraction > 0 for a "
                      "held-out split, or lower frames_per_clip / frame_step for short episodes")
-  ds = grain.MapDataset.range(len(source))
-  if cfg.shuffle:
-    ds = ds.shuffle(seed=cfg.seed)
-  ds = ds.repeat(cfg.num_epochs)
-  if process_count > 1:
-    ds = ds[process_index::process_count]
-  seed = int.from_bytes(hashlib.sha256(f"{cfg.seed}/{process_index}".encode()).digest()[:4],
-                        "little")
-  return ds.random_map(_MakeClip(source), seed=seed)
+  return Elements(source, process_index, process_count)
 
 
+def clip_dataset(elems: Elements, start: int = 0) -> grain.MapDataset:
+  """Elements `start, start + 1, ...` as a random-access `grain.MapDataset` of clips."""
+  return grain.MapDataset.range(start, len(elems)).map(elems.clip)
+
+
+def batch_dataset(elems: Elements, batch_size: int, start: int = 0,
+                  shared: bool = False) -> grain.MapDataset:
+  """Batches of consecutive elements from `start` (incomplete last batch dropped)."""
+  num = (len(elems) - start) // batch_size
+  return grain.MapDataset.range(num).map(
+      functools.partial(elems.batch, size=batch_size, start=start, shared=shared))
 def iter_dataset(ds: grain.MapDataset, cfg: ml_collections.ConfigDict) -> grain.IterDataset:
   """`ds` as an iterable dataset decoded by `cfg.num_workers` processes (0: this process)."""
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))

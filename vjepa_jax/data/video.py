@@ -93,12 +93,12 @@ class Decoder:
     return handle
 
   def frames(self, path: str, times: Sequence[float], fps: float,
-             window: Sequence[int] | None = None) -> np.ndarray:
+             window: Sequence[int] | None = None, out: np.ndarray | None = None) -> np.ndarray:
     """uint8 `[T, H, W, 3]` frames nearest to `times` (increasing seconds) in `path`; with
-    `window` = (top, left, h, w) only that window of each frame, `[T, h, w, 3]`."""
+    `window` = (top, left, h, w) only that window of each frame, `[T, h, w, 3]`; written into
+    `out` when given."""
     import av
     handle = self._get(path)
-    out = None
     try:
       for i, t in enumerate(times):
         rgb = self._frame(handle, float(t), fps)
