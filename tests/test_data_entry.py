@@ -56,6 +56,16 @@ def test_check_path_names_what_the_path_is(tmp_path, lerobot_root):
   with pytest.raises(ValueError, match=r"is not a dataset.*\['notes.txt'\]"):
     data.check_path(str(tmp_path / "other"))
   assert data.check_path(str(parent / "1.0.1")).format == "rlds"
+  cfg = data.default_config()
+  cfg.path = str(parent)
+  with pytest.raises(ValueError, match="parent folder of dataset version directories"):
+    data.check_config(cfg)  # the trainer's check before it builds anything
+  cfg.update(path=str(parent / "1.0.1"), split="val", val_fraction=0.0)
+  with pytest.raises(ValueError, match=r"empty split.*data.split='all'.*data.val_fraction > 0"):
+    data.check_config(cfg)
+  cfg.update(split="all", format="lerobot")
+  with pytest.raises(ValueError, match="is a rlds dataset"):
+    data.check_config(cfg)
   hub = tmp_path / "datasets--lab--my_robot"
   shutil.copytree(lerobot_root, hub / "snapshots" / "abc123")
   (hub / "refs").mkdir()

@@ -11,6 +11,7 @@ Modules: `specs` (dataset specs and presets), `droid` (RLDS reader, tf.data), `l
 """
 from vjepa_jax.data.api import BatchIterator
 from vjepa_jax.data.api import batches
+from vjepa_jax.data.api import check_config
 from vjepa_jax.data.api import check_path
 from vjepa_jax.data.api import clip_iterator
 from vjepa_jax.data.api import ClipStream

@@ -40,6 +40,24 @@ def check_path(path: str) -> paths.DataPath:
   return paths.check_path(path)
 
 
+def check_config(cfg: ml_collections.ConfigDict) -> None:
+  """Checks a data config before anything is built: field values (ValueError naming the field
+  and the fix, e.g. an empty split) and every dataset path (`check_path`; each component of a
+  mixture). Reads no episode."""
+  if is_mixture(cfg):
+    for name in cfg.mixture:
+      try:
+        check_config(cfg.mixture[name].config)
+      except ValueError as e:
+        raise ValueError(f"mixture component {name!r}: {e}") from e
+    return
+  config_lib.validate(cfg)
+  found = paths.check_path(cfg.path)
+  if cfg.format not in ("auto", found.format):
+    raise ValueError(f"data.format={cfg.format!r} but {cfg.path} is a {found.format} dataset; "
+                     "set data.format='auto'")
+
+
 def _format_of(cfg: ml_collections.ConfigDict) -> str:
   if cfg.format not in ("auto", *specs_lib.FORMATS):
     raise ValueError(f"data.format must be 'auto', 'rlds' or 'lerobot', got {cfg.format!r}")

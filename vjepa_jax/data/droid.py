@@ -28,7 +28,7 @@ the stream is a pure function of (cfg, process_index, process_count): every rand
 stateless and keyed by the position of the episode visit in the stream.
 """
 from collections.abc import Iterator, Sequence
-import math
+import os
 
 from absl import logging
 import ml_collections
@@ -196,6 +196,10 @@ def resolve(cfg: ml_collections.ConfigDict) -> tuple[ml_collections.ConfigDict,
                                                      tfds.core.DatasetBuilder]:
   """A copy of `cfg` with spec, camera and frame step filled in, the spec and the builder."""
   validate(cfg)
+  if tf.io.gfile.exists(os.path.join(cfg.path, "meta", "info.json")):
+    raise ValueError(f"{cfg.path} is a LeRobot dataset, but this config reads RLDS (format "
+                     f"{cfg.format!r}, spec {cfg.spec!r}): start from data.default_config() "
+                     "(format 'auto', spec guessed) or data.config_for(path)")
   builder = open_builder(cfg.path)
   spec = resolve_spec(cfg, builder)
   out = ml_collections.ConfigDict(cfg.to_dict())
