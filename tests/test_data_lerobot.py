@@ -154,3 +154,29 @@ def test_vector_spec_on_a_lerobot_dataset(written):
   np.testing.assert_allclose(clip["actions"], np.diff(eps[e]["states"][steps], axis=0),
                              atol=1e-6)
   assert data.spec_of(cfg).integration == "additive"
+
+
+def test_trim_idle_and_stored_actions(tmp_path):
+  """trim_idle drops idle ends judged on the states (also with stored actions); stored per-step
+  actions are summed between sampled frames."""
+  rng = np.random.default_rng(3)
+  eps = data_samples.episodes((30, 28), seed=3)
+  for ep in eps:
+    ep["states"][:5] = ep["states"][5]  # five idle steps first
+    ep["actions"] = rng.normal(size=(len(ep["states"]), 7)).astype(np.float32)
+  writers.write_lerobot(str(tmp_path / "ds"), eps, fps=15)
+  spec = {"name": "stored", "format": "lerobot", "control_hz": 15,
+          "state": {"keys": ["observation.state"]},
+          "actions": {"source": "stored", "keys": ["action"], "aggregate": "sum"}}
+  cfg = data.config_for(str(tmp_path / "ds"), spec=spec, frames_per_clip=3, frame_step=2,
+                        split="all", num_workers=0, num_epochs=1, shuffle=False,
+                        sampling="sliding", trim_idle=True, image_size=16)
+  stream = data.clip_iterator(cfg)
+  clips = list(stream)
+  assert stream.counts["idle_steps_trimmed"] == 2 * 5  # steps 0-4; step 5 starts the motion
+  for c in clips:
+    e, steps = _ep_index(c), c["step_index"]
+    assert steps[0] >= 5
+    np.testing.assert_allclose(c["actions"], [eps[e]["actions"][steps[0]:steps[1]].sum(0),
+                                              eps[e]["actions"][steps[1]:steps[2]].sum(0)],
+                               atol=1e-5)

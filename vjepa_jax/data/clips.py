@@ -40,6 +40,7 @@ from vjepa_jax.data import config as config_lib
 from vjepa_jax.data import layout
 from vjepa_jax.data import lerobot
 from vjepa_jax.data import np_transforms
+from vjepa_jax.data import poses_np
 from vjepa_jax.data import specs as specs_lib
 from vjepa_jax.data import video as video_lib
 
@@ -310,8 +311,13 @@ def _active_range(states: np.ndarray, spec: specs_lib.Spec, trim: bool,
   n = len(states)
   if not trim:
     return 0, n - 1
-  steps = np.arange(n)
-  change = np.abs(layout.clip_actions(spec, states, steps)).max(-1) if n > 1 else np.zeros(0)
+  # Idle is judged on the states (as the RLDS reader does), also when actions are stored.
+  if n < 2:
+    change = np.zeros(0)
+  elif spec.is_pose:
+    change = np.abs(poses_np.poses_to_diffs(states.astype(np.float64))).max(-1)
+  else:
+    change = np.abs(np.diff(states, axis=0)).max(-1)
   moving = np.nonzero(change > threshold)[0]
   if not len(moving):
     return 0, -1
