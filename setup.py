@@ -28,5 +28,7 @@ setuptools.setup(
         "gpu": ["jax[cuda12]==0.10.2"],
         "tpu": ["jax[tpu]==0.10.2"],
         "wandb": ["wandb"],
+        # Closed-loop evaluation on a simulated Franka (vjepa_jax.sim); CPU rendering, no GL.
+        "sim": ["panda-gym==3.0.7", "pybullet==3.2.7", "gymnasium==1.4.0"],
     },
 )

@@ -1,15 +1,19 @@
-"""Planning benchmark: seconds per planned action with the compiled CEM planner.
+"""Planning benchmark: seconds and predictor FLOPs per planned action, per search method.
 
   python benchmarks/plan.py --preset bench-cpu
   python benchmarks/plan.py --preset bench-cpu --official-src VJEPA2_DIR --official-iterations 2
+  python benchmarks/plan.py --preset bench-cpu --method mppi --samples 200
+  python benchmarks/plan.py --preset bench-cpu --method gd --gd-samples 16 --gd-steps 20
   python benchmarks/plan.py --preset vitg-gpu
 
-Times `Planner.plan(frame, pose, goal_frame)` end to end (observation encoding, the whole CEM in
-one compiled call, transfer of the action back to the host; the goal latent is cached as in
-closed-loop use) at the paper's settings: 800 samples, 10 iterations, top-10, horizon 1. Models
-are random-init (timing does not depend on the weights). Prints ONE JSON line on stdout: the
-median seconds per action over the timed plans after a warm-up plan, FLOPs per action (analytic,
-for this implementation and for the official algorithm, and XLA's count of the compiled plan),
+Times `Planner.plan(frame, pose, goal_frame)` end to end (observation encoding, the whole search
+in one compiled call, transfer of the action back to the host; the goal latent is cached as in
+closed-loop use). The default is CEM at the paper's settings: 800 samples, 10 iterations, top-10,
+horizon 1; `--method mppi|gd` times the other planners (MPPI with the same sample/iteration
+flags, the gradient planner with the `--gd-*` flags). Models are random-init (timing does not
+depend on the weights). Prints ONE JSON line on stdout: the median seconds per action over the
+timed plans after a warm-up plan, FLOPs per action (analytic `planning.plan_flops`, the official
+CEM algorithm's analytic count at the same CEM settings, and XLA's count of the compiled plan),
 the achieved FLOP/s, and with `--official-src` the official PyTorch planner (`WorldModel` +
 `cem` of facebookresearch/vjepa2, same architecture, random init) timed in the same process,
 so both numbers see the same machine load.
@@ -29,7 +33,10 @@ from vjepa_jax.models import PredictorConfig
 from vjepa_jax.models import configs as model_configs
 from vjepa_jax.models import pretrained
 from vjepa_jax.planning import Planner
-from vjepa_jax.planning import cem
+from vjepa_jax.planning import default_config
+from vjepa_jax.planning import flops
+from vjepa_jax.planning import plan_flops
+from vjepa_jax.planning import plan_function
 
 PRESETS = {
     # The train-step benchmark's bench-cpu model: ViT-S-like encoder, small predictor, 128 px.
@@ -44,7 +51,6 @@ PRESETS = {
              PredictorConfig(embed_dim=48, predictor_embed_dim=64, depth=2, num_heads=4,
                              mlp_hidden=256, img_size=32)),
 }
-NUM_COND = 2
 
 
 def random_model(kind: str, cfg, seed: int):
@@ -61,43 +67,37 @@ def random_model(kind: str, cfg, seed: int):
   return pretrained.build_model(kind, cfg, flat)
 
 
-def _block(n_q: int, n_kv: int, n_k: int, p: int, m: int) -> int:
-  """FLOPs of one block: q/k/v for n_kv tokens, attention of n_q queries over n_k keys,
-  projection and MLP for n_q tokens."""
-  return 2 * n_kv * p * 3 * p + 4 * n_q * n_k * p + 2 * n_q * p * p + 4 * n_q * p * m
-
-
 def official_flops(cfg: PredictorConfig, samples: int, iterations: int, horizon: int) -> int:
-  """FLOPs per action of the official algorithm: at rollout step h the predictor reruns all
-  h+1 steps for every sample (dense attention, conditioning tokens through every block)."""
+  """FLOPs per action of the official CEM: at rollout step h the predictor reruns all h+1 steps
+  for every sample (dense attention, conditioning tokens through every block)."""
   hw, p, m, d = cfg.grid[0] * cfg.grid[1], cfg.predictor_embed_dim, cfg.mlp_hidden, cfg.embed_dim
   total = 0
   for h in range(horizon):
     t = h + 1
-    n = t * (NUM_COND + hw)
-    total += 2 * t * hw * d * p + 2 * t * hw * p * d + cfg.depth * _block(n, n, n, p, m)
+    n = t * (flops.NUM_COND + hw)
+    total += (2 * t * hw * d * p + 2 * t * hw * p * d
+              + cfg.depth * flops.block_cost(n, n, n, p, m).forward)
   return total * samples * iterations
 
 
-def our_flops(cfg: PredictorConfig, samples: int, iterations: int, horizon: int) -> int:
-  """FLOPs per action of the cached, context-sharing rollout (see planning/rollout.py)."""
-  hw, p, m, d = cfg.grid[0] * cfg.grid[1], cfg.predictor_embed_dim, cfg.mlp_hidden, cfg.embed_dim
-  n = NUM_COND + hw
-  per_sample = 0
-  for h in range(horizon):
-    keys = (h + 1) * n
-    blocks = [_block(n, n, keys, p, m)] * (cfg.depth - 1) + [_block(hw, n, keys, p, m)]
-    if h == 0:
-      # Block 0 of the context step: only the action token is projected and attends; the
-      # shared rows add the action key through (n-1)*P logit and 2*(n-1)*P mixing MACs plus a
-      # P x P value projection.
-      blocks[0] = (2 * p * 3 * p + 4 * n * p + 2 * p * p + 2 * (n - 1) * p
-                   + 4 * (n - 1) * p + 2 * p * p + 4 * n * p * m)
-      embed = 0
-    else:
-      embed = 2 * hw * d * p
-    per_sample += embed + sum(blocks) + 2 * hw * p * d
-  return per_sample * samples * iterations
+def xla_flops(predictor, cfg, pose: np.ndarray) -> float:
+  """XLA's FLOPs for the plan `cfg`. XLA counts a loop body once, so a plan with two iterations
+  (gradient: two warm-up iterations and two steps) is costed and scaled by the analytic ratio of
+  the full plan to a one-iteration plan."""
+  two, one = cfg.copy_and_resolve_references(), cfg.copy_and_resolve_references()
+  two.update(dict(iterations=2, sample_chunk=0))
+  one.update(dict(iterations=1, sample_chunk=0))
+  two.gd.update(dict(steps=2, cem_iterations=2 if cfg.gd.cem_iterations else 0))
+  one.gd.update(dict(steps=1, cem_iterations=1 if cfg.gd.cem_iterations else 0))
+  fn = plan_function.PlanFunction(predictor, two)
+  hw, d = predictor.tokens_per_frame, predictor.cfg.embed_dim
+  lowered = fn.lower(fn.params, *fn.place(
+      np.zeros((1, hw, d), np.float32), pose[None, None], None, np.zeros((hw, d), np.float32),
+      jax.random.key(0)))
+  cost = lowered.compile().cost_analysis()
+  cost = cost[0] if isinstance(cost, list) else cost
+  return (float(cost.get("flops", 0.0)) * plan_flops(cfg, predictor.cfg)
+          / plan_flops(one, predictor.cfg))
 
 
 def _frames(size: int, seed: int) -> list[np.ndarray]:
@@ -139,10 +139,13 @@ def time_official(src: str, pred_cfg: PredictorConfig, cfg, iterations: int) -> 
 
 def run(args: argparse.Namespace) -> dict:
   enc_cfg, pred_cfg = PRESETS[args.preset]
-  cfg = cem.default_config("paper")
-  cfg.update(dict(samples=args.samples, iterations=args.iterations, topk=args.topk,
-                  horizon=args.horizon, sample_chunk=args.sample_chunk,
+  cfg = default_config("paper")
+  cfg.update(dict(method=args.method, samples=args.samples, iterations=args.iterations,
+                  topk=args.topk, horizon=args.horizon, sample_chunk=args.sample_chunk,
                   reuse_context=not args.no_reuse_context))
+  cfg.mppi.temperature = args.temperature
+  cfg.gd.update(dict(samples=args.gd_samples, steps=args.gd_steps, learning_rate=args.gd_lr,
+                     cem_iterations=args.gd_cem_iterations))
   encoder = random_model("encoder", enc_cfg, 0)
   predictor = random_model("predictor", pred_cfg, 1)
   planner = Planner(encoder, predictor, cfg)
@@ -157,20 +160,9 @@ def run(args: argparse.Namespace) -> dict:
     planner.plan(frame, pose, goal)
     times.append(time.perf_counter() - t0)
   median = float(np.median(times))
-  # XLA counts a loop body once: cost-analyse one iteration without sample chunking.
-  one_iter = cfg.copy_and_resolve_references()
-  one_iter.update(dict(iterations=1, sample_chunk=0))
-  plan_fn = cem.PlanFunction(predictor, one_iter)
-  hw, d = predictor.tokens_per_frame, pred_cfg.embed_dim
-  lowered = plan_fn.lower(plan_fn.params, *plan_fn.place(
-      np.zeros((1, hw, d), np.float32), pose[None, None], None, np.zeros((hw, d), np.float32),
-      jax.random.key(0)))
-  cost = lowered.compile().cost_analysis()
-  cost = cost[0] if isinstance(cost, list) else cost
-  xla_flops = float(cost.get("flops", 0.0)) * cfg.iterations
-  ours = our_flops(pred_cfg, cfg.samples, cfg.iterations, cfg.horizon)
+  ours = planner.last_result.flops
   out = {
-      "preset": args.preset, "median_s_per_action": round(median, 3),
+      "preset": args.preset, "method": cfg.method, "median_s_per_action": round(median, 3),
       "min_s_per_action": round(min(times), 3), "times_s": [round(t, 3) for t in times],
       "first_plan_s_incl_compile": round(first_s, 1), "samples": cfg.samples,
       "iterations": cfg.iterations, "topk": cfg.topk, "horizon": cfg.horizon,
@@ -178,10 +170,14 @@ def run(args: argparse.Namespace) -> dict:
       "flops_per_action": float(ours),
       "flops_per_action_official": float(official_flops(pred_cfg, cfg.samples, cfg.iterations,
                                                         cfg.horizon)),
-      "flops_per_action_xla": xla_flops,
+      "flops_per_action_xla": xla_flops(predictor, cfg, pose),
       "achieved_flops_per_s": round(ours / median, 1),
       "device": jax.devices()[0].device_kind, "dtype": pred_cfg.dtype,
   }
+  if cfg.method == "mppi":
+    out["temperature"] = cfg.mppi.temperature
+  if cfg.method == "gd":
+    out["gd"] = cfg.gd.to_dict()
   if args.official_src:
     official = time_official(args.official_src, pred_cfg, cfg, args.official_iterations)
     out["official_s_per_action"] = round(official, 2)
@@ -198,13 +194,23 @@ def main(argv=None) -> int:
   p.add_argument("--iterations", type=int, default=10)
   p.add_argument("--topk", type=int, default=10)
   p.add_argument("--horizon", type=int, default=1)
+  p.add_argument("--method", default="cem", choices=("cem", "mppi", "gd"),
+                 help="search method (the CEM flags also size MPPI and the gradient warm start)")
+  p.add_argument("--temperature", type=float, default=0.5, help="MPPI temperature")
+  p.add_argument("--gd-samples", type=int, default=16, help="gradient planner: parallel starts")
+  p.add_argument("--gd-steps", type=int, default=20, help="gradient planner: Adam steps")
+  p.add_argument("--gd-lr", type=float, default=0.1,
+                 help="gradient planner: Adam step size in units of each dimension's bound")
+  p.add_argument("--gd-cem-iterations", type=int, default=0,
+                 help="gradient planner: CEM warm-up iterations (with --samples/--topk)")
   p.add_argument("--sample-chunk", type=int, default=-1,
                  help="samples rolled out at once (-1 = automatic, 0 = all)")
   p.add_argument("--no-reuse-context", action="store_true",
                  help="recompute the context step per sample (to measure what sharing saves)")
   p.add_argument("--repeats", type=int, default=3, help="timed plans after one warm-up plan")
   p.add_argument("--official-src", default="",
-                 help="facebookresearch/vjepa2 checkout: also time the official planner")
+                 help="facebookresearch/vjepa2 checkout: also time the official CEM planner "
+                      "(with the CEM flags, whatever --method)")
   p.add_argument("--official-iterations", type=int, default=10,
                  help="CEM iterations of the official timing (scaled to --iterations)")
   args = p.parse_args(sys.argv[1:] if argv is None else argv)

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vjepa_jax.data import droid
-from vjepa_jax.models import vit
+from vjepa_jax import preprocess
 
 DATA = pathlib.Path(__file__).parent / "fixtures" / "droid_tiny" / "droid" / "1.0.0"
 
@@ -20,6 +20,6 @@ def test_device_resize_matches_host_resize():
   raw = next(iter(droid.make_clip_dataset(cfg)))
   assert raw["video"].shape[1:3] != (64, 64)
   np.testing.assert_array_equal(raw["step_index"], host["step_index"])
-  resized = np.asarray(vit.resize_frames(jnp.asarray(raw["video"].numpy(), jnp.float32), 64))
+  resized = np.asarray(preprocess.resize(jnp.asarray(raw["video"].numpy(), jnp.float32), 64))
   diff = np.abs(resized - host["video"].numpy().astype(np.float32))
   assert diff.max() <= 0.5 + 1e-3 and diff.mean() < 0.1

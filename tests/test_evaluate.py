@@ -21,7 +21,7 @@ from vjepa_jax.models import layers
 from vjepa_jax.models import pretrained
 from vjepa_jax.planning import __main__ as planning_cli
 from vjepa_jax.planning import poses
-from vjepa_jax.planning import rollout
+from vjepa_jax.models import world_model
 
 DROID_DIR = pathlib.Path(__file__).parent / "fixtures" / "droid_tiny" / "droid" / "1.0.0"
 
@@ -73,9 +73,9 @@ def test_grid_search_returns_the_action_that_produced_the_goal(models):
     model = nnx.merge(graphdef, params)
     goals = []
     for j in range(len(picks)):
-      ctx = rollout.prepare_context(model, context[j:j + 1], pose[j][None, None])
-      goals.append(rollout.rollout(model, ctx, actions[j][None, None], pose[j],
-                                   poses.integrate_pose)[0])
+      ctx = world_model.prepare_context(model, context[j:j + 1], pose[j][None, None])
+      goals.append(world_model.rollout(model, ctx, actions[j][None, None],
+                                       poses.integrate_pose)[0])
     return jnp.stack(goals)
 
   goals = predict(params, context, pose, jnp.asarray(grid[picks]))
@@ -90,7 +90,7 @@ def test_prediction_errors_match_direct_computation(models):
   batch = _batch()
   enc_def, enc_params = nnx.split(encoder)
   pred_def, pred_params = nnx.split(predictor)
-  z = evaluate._encode(enc_def, enc_params, 32, jnp.asarray(batch["video"]))
+  z = evaluate._encode(enc_def, enc_params, 32, "ac", jnp.asarray(batch["video"]))
   actions, states = jnp.asarray(batch["actions"]), jnp.asarray(batch["states"])
   tf, ro = evaluate._prediction_errors(pred_def, pred_params, z, actions, states, 2)
   b, t, hw, d = z.shape
@@ -137,6 +137,30 @@ def test_run_and_outputs(models, tmp_path):
   assert (tmp_path / "rollout_l1.png").stat().st_size > 0
   assert (tmp_path / "energy_landscape_0.png").stat().st_size > 0
   assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_landscapes_show_pairs_with_motion(models, tmp_path):
+  """Idle first steps (zero action, as at the start of every demo episode) are not chosen for
+  the energy-landscape figures; the chosen pairs, those with the most motion, are named in the
+  report and give different figures."""
+  encoder, predictor = models
+  batch = _batch(b=2, t=3, seed=3)
+  batch["states"][:, 1] = batch["states"][:, 0]  # step 0 -> 1 is idle in both clips
+  batch["actions"] = np.asarray(poses.poses_to_diffs(batch["states"]))
+  batch["episode_id"] = np.array([b"ep-a", b"ep-b"])
+  batch["step_index"] = np.array([[0, 4, 8], [10, 14, 18]], np.int32)
+  cfg = evaluate.default_config()
+  cfg.update(dict(grid_points=3, max_pairs_per_batch=0))
+  results = evaluate.compute(encoder, predictor, [batch], cfg)
+  pairs = [land["pair"] for land in results.landscapes]
+  assert len(pairs) == 2 and all(p["step"] == 1 and p["motion_m"] > 0 for p in pairs)
+  assert {p["episode_id"] for p in pairs} == {"ep-a", "ep-b"}
+  assert {p["step_index"] for p in pairs} == {4, 14}
+  evaluate.write_outputs(results, str(tmp_path))
+  report = json.loads((tmp_path / "report.json").read_text())
+  assert report["landscapes"] == pairs
+  figures = [(tmp_path / f"energy_landscape_{i}.png").read_bytes() for i in range(2)]
+  assert figures[0] != figures[1]
 
 
 def test_bad_batches_are_errors(models):

@@ -3,7 +3,7 @@ known optimum.
 
 The update rule is checked against a NumPy re-statement of the official `cem` (same draws), and
 the planner end to end on world models whose optimum is known by construction. (The energy is
-checked against the official world-model loop in test_planning_rollout.py.)
+checked against the official world-model loop in test_world_model.py.)
 """
 import jax
 import jax.numpy as jnp
@@ -15,8 +15,10 @@ from jax.sharding import Mesh
 import vjepa2_tiny as fx
 from vjepa_jax.models import layers
 from vjepa_jax.planning import cem
+from vjepa_jax.planning import plan_function
+from vjepa_jax.planning import space
 from vjepa_jax.planning import default_config
-from vjepa_jax.planning import rollout
+from vjepa_jax.models import world_model
 from vjepa_jax.planning import __main__ as cli
 from weights_conversion import load_official_checkpoint
 
@@ -82,19 +84,19 @@ def test_final_action_rounds_small_gripper_and_zeroes_rotation():
   """|gripper| < 0.25 -> 0 (official rounding); unsearched rotations are 0 unless fixed."""
   cfg = default_config()
   mean = jnp.array([[0.01, 0.02, 0.03, 0.2], [0.01, 0.02, 0.03, -0.3]])
-  out = np.asarray(cem.final_action(mean, cfg))
+  out = np.asarray(space.final_action(mean, cfg))
   np.testing.assert_array_equal(out[:, 3:6], 0.0)
   np.testing.assert_allclose(out[:, :3], mean[:, :3])
   assert out[0, 6] == 0.0 and out[1, 6] == pytest.approx(-0.3)
   cfg.fixed_axes = ((4, 0.02),)
-  np.testing.assert_allclose(np.asarray(cem.final_action(mean, cfg))[:, 4], 0.02)
+  np.testing.assert_allclose(np.asarray(space.final_action(mean, cfg))[:, 4], 0.02)
 
 
 def test_to_actions_bounds_fixed_axes_and_close_gripper():
   cfg = default_config()
   cfg.update(horizon=3, fixed_axes=((2, 0.01),), close_gripper=1, search_rotation=True)
   values = jnp.full((5, 3, 7), 9.0)
-  a = np.asarray(cem.to_actions(values, cfg))
+  a = np.asarray(space.to_actions(values, cfg))
   np.testing.assert_allclose(a[..., :2], cfg.maxnorm)
   np.testing.assert_allclose(a[..., 2], 0.01)
   np.testing.assert_allclose(a[..., 3:6], cfg.rotation_maxnorm)
@@ -117,7 +119,7 @@ def test_plan_shapes_bounds_and_sharding(predictor):
   context, states, goal = _context(predictor)
   cfg = _small(horizon=1, sample_chunk=0)
   key = jax.random.key(0)
-  result = cem.PlanFunction(predictor, cfg)(context, states, None, goal, key)
+  result = plan_function.PlanFunction(predictor, cfg)(context, states, None, goal, key)
   actions = np.asarray(result.actions)
   assert actions.shape == (1, 7)
   assert np.all(np.abs(actions[:, :3]) <= cfg.maxnorm + 1e-7)
@@ -130,7 +132,7 @@ def test_plan_shapes_bounds_and_sharding(predictor):
   mesh = Mesh(devices, ("samples",))
   chunked = cfg.copy_and_resolve_references()
   chunked.sample_chunk = 16  # two samples per device in each chunk
-  sharded = cem.PlanFunction(predictor, chunked, mesh=mesh)(context, states, None, goal, key)
+  sharded = plan_function.PlanFunction(predictor, chunked, mesh=mesh)(context, states, None, goal, key)
   np.testing.assert_allclose(sharded.energies, result.energies, atol=1e-5)
   np.testing.assert_allclose(sharded.actions, result.actions, atol=1e-5)
 
@@ -153,12 +155,12 @@ def test_cem_recovers_the_action_that_produced_the_goal():
   @jax.jit
   def predict(params):
     m = nnx.merge(graphdef, params)
-    ctx = rollout.prepare_context(m, context, states)
-    return rollout.rollout(m, ctx, true[None, None], states[0, 0], lambda p, a: p)[0]
+    ctx = world_model.prepare_context(m, context, states)
+    return world_model.rollout(m, ctx, true[None, None], lambda p, a: p)[0]
 
   goal = predict(params)
   cfg = _small(samples=200, iterations=6, topk=10)
-  plan = cem.PlanFunction(model, cfg)(context, states, None, goal, jax.random.key(0))
+  plan = plan_function.PlanFunction(model, cfg)(context, states, None, goal, jax.random.key(0))
   got = np.asarray(plan.actions[0, :3])
   cos = got @ true[:3] / (np.linalg.norm(got) * np.linalg.norm(true[:3]))
   assert cos > 0.9, (got, true[:3], cos)

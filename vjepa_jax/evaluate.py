@@ -52,11 +52,11 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from vjepa_jax.models import ac_stepwise
 from vjepa_jax.models import layers
+from vjepa_jax.models import world_model
 from vjepa_jax.planning import cem
-from vjepa_jax.planning import planner as planner_lib
-from vjepa_jax.planning import rollout
+from vjepa_jax.planning import plan_function
+from vjepa_jax.planning import poses
 
 AXES = ("x", "y", "z")
 SEARCHES = ("grid", "cem")
@@ -72,10 +72,13 @@ def default_config() -> ml_collections.ConfigDict:
       "cem" (the planner, horizon 1).
     grid_points, grid_extent: points per axis and half-width (m) of the xyz search grid.
     max_pairs_per_batch: adjacent frame pairs per batch used for action inference (0 = all).
-    landscapes: number of energy-landscape figures (first pairs evaluated).
+    landscapes: number of energy-landscape figures (evaluated pairs with the largest xyz motion
+      of the first batches; idle pairs are never chosen).
     landscape_points, landscape_extent: xy grid of the figures, centred on the true action.
-    sample_chunk: candidate actions rolled out at once (0 = all, -1 = automatic as in
-      `planning.default_config`).
+    sample_chunk: candidate actions rolled out at once (0 = all, -1 = automatic, see
+      `models.world_model.resolve_sample_chunk`).
+    crop: crop of the clips' frames (`vjepa_jax.preprocess`; "ac", what training and the planner
+      use by default); clips already cut by the data pipeline pass it unchanged.
     cem: planner config for `search="cem"` (its horizon is forced to 1).
     seed: PRNG seed of the CEM search.
   """
@@ -90,6 +93,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.landscape_points = 15
   c.landscape_extent = 0.05
   c.sample_chunk = -1
+  c.crop = "ac"
   c.cem = cem.default_config()
   c.cem.samples = 200
   c.cem.iterations = 5
@@ -100,42 +104,44 @@ def default_config() -> ml_collections.ConfigDict:
 # -- Compiled pieces (graph definitions are static, so each model structure compiles once) ----
 
 
-@functools.partial(jax.jit, static_argnums=(0, 2))
-def _encode(graphdef, params, size: int, video: jnp.ndarray) -> jnp.ndarray:
-  """uint8 `[B, T, S, S, 3]` -> layer-normed latents `[B, T, h*w, D]`."""
-  z = planner_lib.encode_latents(planner_lib.inference_model(graphdef, params), video, size)
+@functools.partial(jax.jit, static_argnums=(0, 2, 3))
+def _encode(graphdef, params, size: int, crop: str, video: jnp.ndarray) -> jnp.ndarray:
+  """uint8 `[B, T, H, W, 3]` -> layer-normed latents `[B, T, h*w, D]`."""
+  encoder = world_model.inference_module(graphdef, params)
+  z = world_model.encode_latents(encoder, video, size, crop)
   return z.reshape(video.shape[:2] + (-1, z.shape[-1]))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 5))
 def _prediction_errors(graphdef, params, z, actions, states, horizon: int):
   """Teacher-forcing L1 `[B]` and rollout L1 `[B, horizon]`."""
-  model = planner_lib.inference_model(graphdef, params)
+  model = world_model.inference_module(graphdef, params)
   b, t, hw, d = z.shape
   norm = layers.layer_norm_no_affine
-  pred, past = model(z[:, :-1].reshape(b, -1, d), actions, states[:, :-1], cache_steps=1)
+  pred, cache = model(z[:, :-1].reshape(b, -1, d), actions, states[:, :-1],
+                      cache=model.empty_cache())
   pred = norm(pred).reshape(b, t - 1, hw, d)
   tf = jnp.mean(jnp.abs(pred - z[:, 1:]), axis=(1, 2, 3))
   # The rollout's first prediction is the teacher-forcing pass's first frame; later steps
   # continue from its cached keys/values.
-  frames = [pred[:, 0]] + ac_stepwise.continue_rollout(model, past, pred[:, 0], actions, states,
-                                                       1, horizon - 1, norm)
+  frames = [pred[:, 0]] + world_model.rollout_frames(
+      model, cache.first_steps(1), pred[:, 0], actions[:, 1:horizon], states[:, 1:horizon], norm)
   errors = [jnp.mean(jnp.abs(f - z[:, h + 1]), axis=(1, 2)) for h, f in enumerate(frames)]
-  return tf, jnp.stack(errors[:horizon], axis=1)
+  return tf, jnp.stack(errors, axis=1)
 
 
 def _pair_energies(model, context, pose, goal, candidates, chunk: int):
-  """Energies `[C]` of candidate actions `[C, 7]` from one frame pair."""
-  ctx = rollout.prepare_context(model, context[None], pose[None, None])
-  cfg = ml_collections.ConfigDict({"sample_chunk": chunk, "reuse_context": True})
-  return cem.rollout_energy(model, ctx, candidates[:, None], pose, goal, cfg)
+  """Energies `[C]` of candidate actions `[C, A]` from one frame pair."""
+  ctx = world_model.prepare_context(model, context[None], pose[None, None])
+  return world_model.rollout_energy(model, ctx, candidates[:, None], goal, poses.integrate_pose,
+                                    chunk)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 6))
 def _grid_search(graphdef, params, context, pose, goal, candidates, chunk: int):
-  """Per pair (`context`, `goal` `[N, h*w, D]`, `pose` `[N, 7]`): the lowest-energy candidate
-  `[N, 7]` and its energy `[N]`."""
-  model = planner_lib.inference_model(graphdef, params)
+  """Per pair (`context`, `goal` `[N, h*w, D]`, `pose` `[N, A]`): the lowest-energy candidate
+  `[N, A]` and its energy `[N]`."""
+  model = world_model.inference_module(graphdef, params)
 
   def one(args):
     e = _pair_energies(model, *args, candidates, chunk)
@@ -146,14 +152,15 @@ def _grid_search(graphdef, params, context, pose, goal, candidates, chunk: int):
 
 
 @functools.partial(jax.jit, static_argnums=(0, 6))
-def _cem_search(graphdef, params, context, pose, goal, keys, cfg_json: str):
-  model = planner_lib.inference_model(graphdef, params)
-  cfg = ml_collections.ConfigDict(json.loads(cfg_json))
+def _cem_search(graphdef, params, context, pose, goal, keys,
+                cfg: ml_collections.FrozenConfigDict):
+  model = world_model.inference_module(graphdef, params)
 
   def one(args):
     c, p, g, k = args
-    ctx = rollout.prepare_context(model, c[None], p[None, None])
-    energy_fn = lambda a: cem.rollout_energy(model, ctx, a, p, g, cfg)  # noqa: E731
+    ctx = world_model.prepare_context(model, c[None], p[None, None])
+    energy_fn = lambda a: world_model.rollout_energy(  # noqa: E731
+        model, ctx, a, g, poses.integrate_pose, cfg.sample_chunk)
     res = cem.cem_search(energy_fn, k, cfg)
     return res.actions[0], res.energies[-1]
 
@@ -162,8 +169,8 @@ def _cem_search(graphdef, params, context, pose, goal, keys, cfg_json: str):
 
 @functools.partial(jax.jit, static_argnums=(0, 6))
 def _landscape(graphdef, params, context, pose, goal, candidates, chunk: int):
-  """Energies `[N, C]` of per-pair candidates `[N, C, 7]`."""
-  model = planner_lib.inference_model(graphdef, params)
+  """Energies `[N, C]` of per-pair candidates `[N, C, A]`."""
+  model = world_model.inference_module(graphdef, params)
   return jax.lax.map(lambda a: _pair_energies(model, *a[:3], a[3], chunk),
                      (context, pose, goal, candidates))
 
@@ -171,16 +178,17 @@ def _landscape(graphdef, params, context, pose, goal, candidates, chunk: int):
 # -- Pure metric functions -------------------------------------------------------------------
 
 
-def xyz_grid(points: int, extent: float) -> np.ndarray:
-  """Candidate actions `[points^3, 7]`: an xyz grid in [-extent, extent], other deltas 0."""
+def xyz_grid(points: int, extent: float, action_dim: int = 7) -> np.ndarray:
+  """Candidate actions `[points^3, A]`: an xyz grid in [-extent, extent] on the first three
+  action dimensions (the translation), the other deltas 0."""
   axis = np.linspace(-extent, extent, points, dtype=np.float32)
   xyz = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
-  return np.concatenate([xyz, np.zeros((xyz.shape[0], 4), np.float32)], axis=1)
+  return np.concatenate([xyz, np.zeros((xyz.shape[0], action_dim - 3), np.float32)], axis=1)
 
 
 def landscape_grid(true_action: np.ndarray, points: int, extent: float
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """xy grid around a true action: (xs [L], ys [L], candidates [L*L, 7], y-major)."""
+  """xy grid around a true action `[A]`: (xs [L], ys [L], candidates [L*L, A], y-major)."""
   xs = true_action[0] + np.linspace(-extent, extent, points, dtype=np.float32)
   ys = true_action[1] + np.linspace(-extent, extent, points, dtype=np.float32)
   cand = np.tile(true_action.astype(np.float32), (points * points, 1))
@@ -229,9 +237,11 @@ class Results:
   Attributes:
     scalars: metric name (prefixed `eval/`) -> float.
     rollout_l1: `[K]` mean rollout error per horizon.
-    inferred, true: `[N, 7]` energy-argmin and true actions of the evaluated pairs.
+    inferred, true: `[N, A]` energy-argmin and true actions of the evaluated pairs.
     calibration: output of `calibrate_axes` (None with fewer than 2 pairs).
-    landscapes: list of dicts with `xs`, `ys`, `energy` `[L, L]` and `true` `[7]`.
+    landscapes: list of dicts with `xs`, `ys`, `energy` `[L, L]`, `true` `[A]` and `pair` (where
+      the frame pair comes from: batch, clip and step in the clip, and the clip's episode id and
+      raw step index when the batch has them).
   """
   scalars: dict[str, float]
   rollout_l1: np.ndarray
@@ -241,19 +251,20 @@ class Results:
   landscapes: list[dict[str, np.ndarray]]
 
 
-def _check_batch(batch: Mapping[str, np.ndarray]) -> tuple[int, int]:
+def _check_batch(batch: Mapping[str, np.ndarray], action_dim: int) -> tuple[int, int]:
   for key in ("video", "states", "actions"):
     if key not in batch:
       raise ValueError(f"evaluation batches need 'video', 'states' and 'actions'; missing {key!r}")
   video, states, actions = (np.asarray(batch[k]) for k in ("video", "states", "actions"))
   if video.ndim != 5 or video.shape[-1] != 3 or video.dtype != np.uint8:
-    raise ValueError(f"video must be uint8 [B, T, S, S, 3], got {video.dtype} {video.shape}")
+    raise ValueError(f"video must be uint8 [B, T, H, W, 3], got {video.dtype} {video.shape}")
   b, t = video.shape[:2]
   if t < 2:
     raise ValueError(f"clips need at least 2 frames, got T={t}")
-  if states.shape != (b, t, 7) or actions.shape != (b, t - 1, 7):
-    raise ValueError(f"states must be [{b}, {t}, 7] and actions [{b}, {t - 1}, 7]; got "
-                     f"{states.shape} and {actions.shape}")
+  a = action_dim
+  if states.shape != (b, t, a) or actions.shape != (b, t - 1, a):
+    raise ValueError(f"states must be [{b}, {t}, {a}] and actions [{b}, {t - 1}, {a}] (the "
+                     f"predictor's action_dim is {a}); got {states.shape} and {actions.shape}")
   return b, t
 
 
@@ -263,27 +274,27 @@ def compute(encoder: Any, predictor: Any, batches: Iterable[Mapping[str, np.ndar
   cfg = default_config() if cfg is None else cfg
   if cfg.search not in SEARCHES:
     raise ValueError(f"search must be one of {SEARCHES}, got {cfg.search!r}")
-  encoder, predictor = planner_lib.module_of(encoder), planner_lib.module_of(predictor)
+  encoder, predictor = world_model.module_of(encoder), world_model.module_of(predictor)
   enc_def, enc_params = nnx.split(encoder)
   pred_def, pred_params = nnx.split(predictor)
   size = predictor.cfg.img_size
-  grid = jnp.asarray(xyz_grid(cfg.grid_points, cfg.grid_extent))
-  grid_chunk = cem.resolve_sample_chunk(cfg.sample_chunk, grid.shape[0])
-  land_chunk = cem.resolve_sample_chunk(cfg.sample_chunk, cfg.landscape_points ** 2)
+  action_dim = predictor.cfg.action_dim
+  grid = jnp.asarray(xyz_grid(cfg.grid_points, cfg.grid_extent, action_dim))
+  grid_chunk = world_model.resolve_sample_chunk(cfg.sample_chunk, grid.shape[0])
+  land_chunk = world_model.resolve_sample_chunk(cfg.sample_chunk, cfg.landscape_points ** 2)
   cem_cfg = cfg.cem.copy_and_resolve_references()
   cem_cfg.horizon = 1
-  cem.validate(cem_cfg)
-  cem_cfg.sample_chunk = cem.resolve_sample_chunk(cem_cfg.sample_chunk, cem_cfg.samples)
+  cem_cfg = ml_collections.FrozenConfigDict(plan_function.resolve(cem_cfg, predictor.cfg))
   key = jax.random.key(cfg.seed)
   tf_all, ro_all, inferred, true, landscapes = [], [], [], [], []
   for i, batch in enumerate(batches):
     if cfg.max_batches and i >= cfg.max_batches:
       break
-    b, t = _check_batch(batch)
+    b, t = _check_batch(batch, action_dim)
     horizon = min(cfg.rollout_horizon, t - 1)
     states = jnp.asarray(batch["states"], jnp.float32)
     actions = jnp.asarray(batch["actions"], jnp.float32)
-    z = _encode(enc_def, enc_params, size, jnp.asarray(batch["video"]))
+    z = _encode(enc_def, enc_params, size, cfg.crop, jnp.asarray(batch["video"]))
     tf, ro = _prediction_errors(pred_def, pred_params, z, actions, states, horizon)
     tf_all.append(np.asarray(tf))
     ro_all.append(np.asarray(ro))
@@ -296,23 +307,45 @@ def compute(encoder: Any, predictor: Any, batches: Iterable[Mapping[str, np.ndar
       found, _ = _grid_search(pred_def, pred_params, context, pose, goal, grid, grid_chunk)
     else:
       keys = jax.random.split(jax.random.fold_in(key, i), len(pairs))
-      found, _ = _cem_search(pred_def, pred_params, context, pose, goal, keys,
-                             cem_cfg.to_json())
+      found, _ = _cem_search(pred_def, pred_params, context, pose, goal, keys, cem_cfg)
     inferred.append(np.asarray(found))
     true.append(np.asarray(actions[bi, ti]))
     want = cfg.landscapes - len(landscapes)
     if want > 0:
-      n = min(want, len(pairs))
-      grids = [landscape_grid(np.asarray(actions[bi[j], ti[j]]), cfg.landscape_points,
-                              cfg.landscape_extent) for j in range(n)]
-      energy = _landscape(pred_def, pred_params, context[:n], pose[:n], goal[:n],
-                          jnp.asarray(np.stack([g[2] for g in grids])), land_chunk)
-      for j, (xs, ys, _) in enumerate(grids):
-        landscapes.append({"xs": xs, "ys": ys, "true": np.asarray(actions[bi[j], ti[j]]),
-                           "energy": np.asarray(energy[j]).reshape(len(ys), len(xs))})
+      landscapes += _landscapes(pred_def, pred_params, batch, i, pairs, context, pose, goal,
+                                np.asarray(actions[bi, ti]), want, cfg, land_chunk)
   if not tf_all:
     raise ValueError("no evaluation batches: the iterable was empty")
   return _summarise(tf_all, ro_all, np.concatenate(inferred), np.concatenate(true), landscapes)
+
+
+def _landscapes(pred_def, pred_params, batch, batch_index, pairs, context, pose, goal, true,
+                want: int, cfg, chunk: int) -> list[dict]:
+  """Energy landscapes of up to `want` evaluated pairs, those with the most xyz motion first.
+
+  Idle pairs (zero true action, such as the first steps of an episode) are skipped: their
+  landscape only shows that standing still is cheap.
+  """
+  motion = np.linalg.norm(true[:, :3], axis=-1)
+  chosen = [int(j) for j in np.argsort(-motion, kind="stable") if motion[j] > 0][:want]
+  if not chosen:
+    return []
+  grids = [landscape_grid(true[j], cfg.landscape_points, cfg.landscape_extent) for j in chosen]
+  idx = jnp.asarray(chosen)
+  energy = _landscape(pred_def, pred_params, context[idx], pose[idx], goal[idx],
+                      jnp.asarray(np.stack([g[2] for g in grids])), chunk)
+  out = []
+  for j, e, (xs, ys, _) in zip(chosen, energy, grids):
+    clip, step = pairs[j]
+    pair = {"batch": batch_index, "clip": clip, "step": step,
+            "motion_m": float(motion[j])}
+    if "episode_id" in batch:
+      pair["episode_id"] = np.asarray(batch["episode_id"])[clip].decode(errors="replace")
+    if "step_index" in batch:
+      pair["step_index"] = int(np.asarray(batch["step_index"])[clip, step])
+    out.append({"xs": xs, "ys": ys, "true": true[j], "pair": pair,
+                "energy": np.asarray(e).reshape(len(ys), len(xs))})
+  return out
 
 
 def _summarise(tf_all, ro_all, inferred, true, landscapes) -> Results:
@@ -381,7 +414,10 @@ def plot_landscape(path: str, landscape: Mapping[str, np.ndarray]) -> None:
   ax.set_xlabel("action dx (m)")
   ax.set_ylabel("action dy (m)")
   ax.legend(loc="upper right", fontsize=7)
-  ax.set_title("Energy landscape (dz, rotation, gripper = true)")
+  pair = landscape.get("pair", {})
+  where = (f"{pair['episode_id']} step {pair['step_index']}" if "step_index" in pair
+           else f"clip {pair.get('clip')} step {pair.get('step')}")
+  ax.set_title(f"Energy landscape, {where}\n(dz, rotation, gripper = true)", fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
@@ -411,6 +447,7 @@ def write_outputs(results: Results, out_dir: str, step: int = 0,
   report = {"step": step, "scalars": results.scalars,
             "rollout_l1": results.rollout_l1.tolist(),
             "pairs": {"inferred": results.inferred.tolist(), "true": results.true.tolist()}}
+  report["landscapes"] = [land["pair"] for land in results.landscapes]
   if results.calibration is not None:
     report["calibration"] = {k: (v.tolist() if isinstance(v, np.ndarray) else v)
                              for k, v in results.calibration.items()}
@@ -481,7 +518,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   models = _load_models(args)
   data = droid.default_config()
   data.update(dict(path=args.data, split=args.split, frames_per_clip=args.frames,
-                   image_size=planner_lib.module_of(models[0][2]).cfg.img_size, shuffle=False,
+                   image_size=world_model.module_of(models[0][2]).cfg.img_size, shuffle=False,
                    deterministic=True, num_epochs=1))
   if args.val_fraction is not None:
     data.val_fraction = args.val_fraction

@@ -331,8 +331,9 @@ _IMAGE_DESCRIPTIONS = {"exterior_image_1_left": "Exterior camera 1 left viewpoin
                        "wrist_image_left": "Wrist camera RGB left viewpoint"}
 
 
-def features_json(image_hw: tuple[int, int] = (180, 320)) -> dict:
-  """The DROID FeaturesDict as TFDS writes it to features.json."""
+def features_json(image_hw: tuple[int, int] = (180, 320),
+                  cameras: Sequence[str] = CAMERAS) -> dict:
+  """The DROID FeaturesDict as TFDS writes it to features.json (with the given cameras)."""
   step = {}
   for key, size, desc in _TENSORS:
     step[key] = writers.tensor_feature([size], "float64", desc)
@@ -340,8 +341,8 @@ def features_json(image_hw: tuple[int, int] = (180, 320)) -> dict:
     step[key] = writers.tensor_feature([], dtype, desc)
   for key in _TEXTS:
     step[key] = writers.text_feature("Language Instruction.")
-  for cam, desc in _IMAGE_DESCRIPTIONS.items():
-    step["observation/" + cam] = writers.image_feature(image_hw, desc)
+  for cam in cameras:
+    step["observation/" + cam] = writers.image_feature(image_hw, _IMAGE_DESCRIPTIONS.get(cam, cam))
   return writers.features_dict({
       "episode_metadata": {
           "file_path": writers.text_feature("Path to the original data file."),
@@ -379,7 +380,7 @@ def serialize_episode(ep: dict) -> bytes:
   feats["steps/is_terminal"] = ints(last)
   for key in _TEXTS:
     feats["steps/" + key] = strings([ep["language_instruction"].encode()] * n)
-  for cam in CAMERAS:
+  for cam in ep["images"]:
     feats["steps/observation/" + cam] = strings(ep["images"][cam])
   feats["episode_metadata/file_path"] = strings([ep["file_path"].encode()])
   feats["episode_metadata/recording_folderpath"] = strings([ep["recording_folderpath"].encode()])
@@ -392,10 +393,12 @@ def write_dataset(out_dir: str, episodes: Sequence[dict], num_shards: int = 1,
                   image_hw: tuple[int, int] = (180, 320)) -> list[str]:
   """Writes `episodes` round-robin into `num_shards` TFRecord shards plus the TFDS json files.
 
+  Every episode holds the same cameras (`ep["images"]` keys); features.json lists those.
   Returns the shard paths.
   """
+  cameras = list(episodes[0]["images"]) if episodes else CAMERAS
   return writers.write_tfrecords(out_dir, [serialize_episode(ep) for ep in episodes],
-                                 features_json(image_hw), name, version, num_shards)
+                                 features_json(image_hw, cameras), name, version, num_shards)
 
 
 def generate(out_dir: str, episodes: int = 20, steps: tuple[int, int] = (40, 90),

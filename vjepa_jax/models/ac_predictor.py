@@ -1,12 +1,19 @@
-"""V-JEPA 2-AC action-conditioned predictor (Flax NNX).
+"""V-JEPA 2-AC action-conditioned predictor (Flax NNX), with an optional key/value cache.
 
 Per time step t the sequence is [action_t, state_t, (extrinsics_t), h*w frame tokens of t]; a
 frame-block-causal mask lets every token of step t see the steps <= t. Conditioning tokens carry
 only a time rotation; frame tokens carry the full 3-D RoPE. The output at frame t is read as the
 prediction of frame t+1.
+
+Because the mask is block causal, the tokens of earlier steps never change when later steps are
+added. A `Cache` holds every block's keys/values of the steps seen so far; called with a cache,
+the predictor runs its blocks on the new steps' tokens only, which attend to the cached ones. The
+training loss's rollout term, evaluation and the planners continue from the teacher-forcing pass
+or from a plan's context this way, through this one forward pass.
 """
 from __future__ import annotations
 
+import flax.struct
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -15,6 +22,39 @@ from vjepa_jax.models import attention as attn_lib
 from vjepa_jax.models import layers
 from vjepa_jax.models import rope
 from vjepa_jax.models.configs import PredictorConfig
+
+
+class Cache(flax.struct.PyTreeNode):
+  """Keys/values of the time steps a predictor has seen.
+
+  Attributes:
+    blocks: per block, a tuple of `(keys, values)` segments `[b, H, L, hd]`; b is the batch or 1
+      (shared by the whole batch, broadcast without being copied).
+    tokens_per_step: conditioning plus frame tokens of one step.
+  """
+  blocks: tuple
+  tokens_per_step: int = flax.struct.field(pytree_node=False)
+
+  @property
+  def steps(self) -> int:
+    return sum(k.shape[2] for k, _ in self.blocks[0]) // self.tokens_per_step
+
+  def first_steps(self, n: int) -> "Cache":
+    """The cache of the first `n` steps only."""
+    if not 0 <= n <= self.steps:
+      raise ValueError(f"the cache holds {self.steps} steps, cannot keep {n}")
+    keep = n * self.tokens_per_step
+
+    def cut(segments):
+      out, left = [], keep
+      for k, v in segments:
+        if left <= 0:
+          break
+        out.append((k[:, :, :left], v[:, :, :left]))
+        left -= k.shape[2]
+      return tuple(out)
+
+    return self.replace(blocks=tuple(cut(s) for s in self.blocks))
 
 
 def sequence_angles(cfg: PredictorConfig, num_steps: int, num_cond: int) -> jnp.ndarray:
@@ -64,62 +104,102 @@ class ACPredictor(nnx.Module):
     gh, gw = self.cfg.grid
     return gh * gw
 
-  def check_inputs(self, tokens_shape, actions_shape, states_shape, extrinsics_shape) -> int:
-    """Validates input shapes and returns the number of time steps T."""
+  def empty_cache(self, extrinsics: bool = False) -> Cache:
+    """A cache holding no step, to start one with (`extrinsics`: 3 conditioning tokens)."""
+    return Cache(blocks=((),) * self.cfg.depth,
+                 tokens_per_step=(3 if extrinsics else 2) + self.tokens_per_frame)
+
+  def check_inputs(self, tokens_shape, actions_shape, states_shape, extrinsics_shape
+                   ) -> tuple[int, int]:
+    """Validates input shapes; returns (batch B, time steps T).
+
+    Every input has batch B or 1 (shared by the whole batch).
+    """
     cfg, hw = self.cfg, self.tokens_per_frame
     if len(tokens_shape) != 3 or tokens_shape[-1] != cfg.embed_dim:
       raise ValueError(f"tokens must be [B, T*{hw}, {cfg.embed_dim}], got {tuple(tokens_shape)}")
-    b, n, _ = tokens_shape
+    n = tokens_shape[1]
     if n % hw or n == 0:
       raise ValueError(
           f"token count {n} is not a positive multiple of the {hw} tokens per frame of the "
           f"{cfg.grid[0]}x{cfg.grid[1]} grid this predictor was built for (img_size "
           f"{cfg.img_size}, patch {cfg.patch_size})")
     t = n // hw
-    for name, shape, dim in (("actions", actions_shape, cfg.action_dim),
-                             ("states", states_shape, cfg.action_dim),
-                             ("extrinsics", extrinsics_shape, cfg.action_dim - 1)):
-      if shape is not None and tuple(shape) != (b, t, dim):
-        raise ValueError(f"{name} must be [B={b}, T={t}, {dim}] to match the tokens, got "
+    shapes = {"tokens": tokens_shape, "actions": actions_shape, "states": states_shape,
+              "extrinsics": extrinsics_shape}
+    b = max(s[0] for s in shapes.values() if s is not None)
+    if tokens_shape[0] not in (1, b):
+      raise ValueError(f"tokens have batch {tokens_shape[0]}, expected {b} or 1 (shared)")
+    for name, dim in (("actions", cfg.action_dim), ("states", cfg.action_dim),
+                      ("extrinsics", cfg.action_dim - 1)):
+      shape = shapes[name]
+      if shape is not None and (len(shape) != 3 or shape[0] not in (1, b)
+                                or tuple(shape[1:]) != (t, dim)):
+        raise ValueError(f"{name} must be [B={b} or 1, T={t}, {dim}] to match the tokens, got "
                          f"{tuple(shape)}")
-    return t
+    return b, t
 
   def __call__(self, tokens: jnp.ndarray, actions: jnp.ndarray, states: jnp.ndarray,
-               extrinsics: jnp.ndarray | None = None, cache_steps: int = 0):
-    """Runs the predictor.
+               extrinsics: jnp.ndarray | None = None, cache: Cache | None = None):
+    """Runs the predictor on T steps, after the cached ones if a cache is given.
 
     Args:
       tokens: `[B, T*h*w, D_enc]` context tokens, frame by frame.
       actions: `[B, T, A]`; states: `[B, T, A]`.
       extrinsics: optional `[B, T, A-1]`; when given the model runs with 3 conditioning tokens
         per step (official `use_extrinsics=True`), otherwise with 2.
-      cache_steps: when > 0 (frame-causal models without extrinsics), also return per block the
-        (keys, values) of the first `cache_steps` time steps, `[B, H, cache_steps*(2+h*w), hd]`,
-        so that `ac_stepwise.predict_step` can continue from them.
+      cache: the keys/values of earlier steps (frame-causal predictors only), e.g. returned by
+        an earlier call, or `empty_cache()`. The T steps then take the time indices after the
+        cached ones and attend to every cached token.
+      Any input may have batch 1 instead of B (shared by every batch row). A one-step call whose
+      tokens, states (and extrinsics) are shared and whose actions are not, over a shared cache,
+      computes the shared tokens' first-block work once (`layers.Block.shared_rows`): the
+      planners' context step.
 
     Returns:
-      `[B, T*h*w, D_enc]` predictions; the block of frame t predicts frame t+1. With
-      `cache_steps`, a tuple (predictions, per-block list of [(keys, values)]).
+      `[B, T*h*w, D_enc]` predictions; the block of frame t predicts frame t+1. With a `cache`,
+      a tuple (predictions, the cache extended by the T steps).
     """
     cfg, hw = self.cfg, self.tokens_per_frame
-    t = self.check_inputs(tokens.shape, actions.shape, states.shape,
-                          None if extrinsics is None else extrinsics.shape)
-    if cache_steps and (extrinsics is not None or not cfg.is_frame_causal or cache_steps > t):
-      raise ValueError(f"cache_steps={cache_steps} needs a frame-causal predictor, no extrinsics "
-                       f"and at most T={t} steps")
-    b = tokens.shape[0]
-    x = self.predictor_embed(tokens).reshape(b, t, hw, -1)
+    b, t = self.check_inputs(tokens.shape, actions.shape, states.shape,
+                             None if extrinsics is None else extrinsics.shape)
+    k = 2 if extrinsics is None else 3
+    start = 0
+    if cache is not None:
+      if not cfg.is_frame_causal:
+        raise ValueError("a key/value cache needs a frame-causal predictor (is_frame_causal="
+                         "True): without the block-causal mask later steps change earlier ones")
+      if cache.tokens_per_step != k + hw:
+        raise ValueError(f"the cache was built with {cache.tokens_per_step - hw} conditioning "
+                         f"tokens per step, this call has {k} (extrinsics must be given always "
+                         "or never)")
+      start = cache.steps
+    theta = sequence_angles(cfg, start + t, k)[start * (k + hw):][None]
+    embed = lambda x: self.predictor_embed(x).reshape(x.shape[0], t, hw, -1)  # noqa: E731
     cond = [self.action_encoder(actions), self.state_encoder(states)]
     if extrinsics is not None:
       cond.append(self.extrinsics_encoder(extrinsics))
-    k = len(cond)
-    x = jnp.concatenate([c[:, :, None, :] for c in cond] + [x], axis=2)
-    x = x.reshape(b, t * (k + hw), -1)
-    theta = sequence_angles(cfg, t, k)[None, :, None, :]
-    mask = attn_lib.block_causal_mask(t, k + hw) if cfg.is_frame_causal else None
-    x = layers.run_blocks(self.predictor_blocks, x, theta, mask, cfg.remat,
-                          cache_steps * (k + hw))
-    x, cache = x if cache_steps else (x, None)
+    shared = (cache is not None and t == 1 and b > 1 and actions.shape[0] == b
+              and all(c.shape[0] == 1 for c in cond[1:]) and tokens.shape[0] == 1
+              and all(s[0].shape[0] == 1 for s in cache.blocks[0]))
+    blocks = self.predictor_blocks
+    if shared:
+      x_shared = jnp.concatenate([c[:, 0, None] for c in cond[1:]] + [embed(tokens)[:, 0]], 1)
+      x, first = blocks[0].shared_rows(cond[0], theta[:, :1], x_shared, theta[:, 1:],
+                                       cache.blocks[0])
+      x, rest = layers.run_blocks(blocks[1:], x, theta, None, cfg.remat, list(cache.blocks[1:]))
+      new_blocks = [first] + rest
+    else:
+      parts = [jnp.broadcast_to(c[:, :, None], (b, t, 1, c.shape[-1])) for c in cond]
+      frames = embed(tokens)
+      x = jnp.concatenate(parts + [jnp.broadcast_to(frames, (b,) + frames.shape[1:])], axis=2)
+      x = x.reshape(b, t * (k + hw), -1)
+      mask = attn_lib.block_causal_mask(t, k + hw) if cfg.is_frame_causal and t > 1 else None
+      out = layers.run_blocks(blocks, x, theta, mask, cfg.remat,
+                              None if cache is None else list(cache.blocks))
+      x, new_blocks = out if cache is not None else (out, None)
     x = x.reshape(b, t, k + hw, -1)[:, :, k:].reshape(b, t * hw, -1)
     out = self.predictor_proj(self.predictor_norm(x))
-    return (out, [[kv] for kv in cache]) if cache_steps else out
+    if cache is None:
+      return out
+    return out, cache.replace(blocks=tuple(new_blocks))

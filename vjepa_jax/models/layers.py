@@ -65,6 +65,14 @@ class Linear(nnx.Module):
     self.dtype = dtype
     self.lora: LoRA | None = nnx.data(None)
 
+  def dense_kernel(self) -> jnp.ndarray:
+    """The kernel `[in, out]` this layer applies, its adapter folded in (`W + scale * A @ B`),
+    in float32."""
+    kernel = self.kernel[...]
+    if self.lora is not None:
+      kernel = kernel + (self.lora.lora_a[...] @ self.lora.lora_b[...]) * self.lora.scale
+    return kernel
+
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     x = x.astype(self.dtype)
     y = x @ self.kernel[...].astype(self.dtype)
@@ -145,7 +153,7 @@ class Mlp(nnx.Module):
 
 
 class Attention(nnx.Module):
-  """Multi-head self-attention with 3-D RoPE on queries and keys.
+  """Multi-head self-attention with 3-D RoPE on queries and keys, and an optional key/value cache.
 
   `qkv` rows are [all q | all k | all v], each head-major, as in the official fused projection.
   """
@@ -161,28 +169,94 @@ class Attention(nnx.Module):
     self.qkv = Linear(dim, 3 * dim, dtype=dtype, rngs=rngs)
     self.proj = Linear(dim, dim, dtype=dtype, rngs=rngs)
 
-  def __call__(self, x: jnp.ndarray, theta: jnp.ndarray, mask: np.ndarray | None,
-               kv_tokens: int = 0):
-    """Attention of `x` `[B, N, D]` -> `[B, N, D]`.
-
-    Args:
-      x: `[B, N, D]`.
-      theta: RoPE angles broadcastable to `[B, N, 1, hd]`.
-      mask: optional boolean `[N, N]`.
-      kv_tokens: when > 0, also return the rotated keys and the values of the first `kv_tokens`
-        tokens, head-major `[B, H, kv_tokens, hd]` (a cache for `ac_stepwise`).
-    """
+  def qkv_heads(self, x: jnp.ndarray, theta: jnp.ndarray):
+    """Rotated queries, keys and values `[B, H, n, hd]` of inputs `x` `[B, n, D]`."""
     b, n, _ = x.shape
     qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim)
-    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-    q = rope.rotate(q, theta)
-    k = rope.rotate(k, theta)
-    out = self.proj(attn_lib.dot_product_attention(q, k, v, mask, self.implementation)
-                    .reshape(b, n, -1))
-    if not kv_tokens:
-      return out
-    heads_first = lambda t: t[:, :kv_tokens].transpose(0, 2, 1, 3)  # noqa: E731
-    return out, (heads_first(k), heads_first(v))
+    th = theta[:, :, None, :]
+    heads_first = lambda t: t.transpose(0, 2, 1, 3)  # noqa: E731
+    return (heads_first(rope.rotate(qkv[:, :, 0], th)), heads_first(rope.rotate(qkv[:, :, 1], th)),
+            heads_first(qkv[:, :, 2]))
+
+  def __call__(self, x: jnp.ndarray, theta: jnp.ndarray, mask: np.ndarray | None = None,
+               cache: tuple[attn_lib.Segment, ...] | None = None):
+    """Attention of `x` `[B, n, D]` -> `[B, n, D]`.
+
+    Args:
+      x: `[B, n, D]`.
+      theta: RoPE angles `[B or 1, n, hd]`.
+      mask: optional boolean `[n, n]` over the tokens of `x` (cached tokens are always visible).
+      cache: key/value segments of earlier tokens, or None. When given (an empty tuple starts a
+        cache), `x` attends to them and to itself, and the result is (output, cache + this
+        call's (keys, values)).
+    """
+    if cache is None and self.implementation == "cudnn":
+      b, n, _ = x.shape
+      qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim)
+      th = theta[:, :, None, :]
+      out = attn_lib.dot_product_attention(rope.rotate(qkv[:, :, 0], th),
+                                           rope.rotate(qkv[:, :, 1], th), qkv[:, :, 2], mask,
+                                           "cudnn")
+      return self.proj(out.reshape(b, n, -1))
+    if self.implementation not in attn_lib.IMPLEMENTATIONS:
+      raise ValueError(f"attention implementation must be one of {attn_lib.IMPLEMENTATIONS}, "
+                       f"got {self.implementation!r}")
+    q, k, v = self.qkv_heads(x, theta)
+    past = () if cache is None else tuple(cache)
+    if mask is not None and past:
+      mask = np.concatenate([np.ones((mask.shape[0], _length(past)), bool), mask], axis=1)
+    out = self.proj(_merge_heads(attn_lib.attend(q, past + ((k, v),), mask)))
+    return out if cache is None else (out, past + ((k, v),))
+
+  def shared_rows(self, x: jnp.ndarray, theta: jnp.ndarray, shared: jnp.ndarray,
+                  shared_theta: jnp.ndarray, cache: tuple[attn_lib.Segment, ...]):
+    """Attention of `concat([x, broadcast(shared)])` where `shared` does not depend on the batch.
+
+    The planner's context step: per-sample tokens `x` `[B, n, D]` (the sampled action) next to
+    tokens shared by every sample `shared` `[1, m, D]` (state and frame), with batch-1 cached
+    keys/values. The shared tokens' queries, keys and values are computed once. Their attention
+    output over all keys is split exactly into the part over batch-1 keys (computed once) and
+    the part over the per-sample keys, merged by log-sum-exp weights; both parts go through the
+    output projection per head, which is linear, so each sample costs `O(m * heads * D)` instead
+    of `O(m * D * D)`. Inference only (a LoRA dropout would be applied per part).
+
+    Args:
+      x: `[B, n, D]`; theta: `[B or 1, n, hd]`.
+      shared: `[1, m, D]`; shared_theta: `[1, m, hd]`.
+      cache: earlier tokens' key/value segments, all of batch 1.
+
+    Returns:
+      (`[B, n, D]` output of `x`, `[B, m, D]` output of `shared`, cache + this call's segments).
+    """
+    if any(k.shape[0] != 1 for k, _ in cache):
+      raise ValueError("shared_rows needs a cache of batch-1 (shared) segments")
+    q, k, v = self.qkv_heads(x, theta)
+    qs, ks, vs = self.qkv_heads(shared, shared_theta)
+    past = tuple(cache)
+    out = self.proj(_merge_heads(attn_lib.attend(q, past + ((k, v), (ks, vs)))))
+    a_shared, lse_shared = attn_lib.partial_attention(qs, past + ((ks, vs),))  # batch 1
+    # Weights of the per-sample keys among all keys, per shared row: [B, H, m, n].
+    logits_own = attn_lib.logits(qs, k)
+    weight_own = jnp.exp(logits_own - jnp.logaddexp(
+        lse_shared, jax.nn.logsumexp(logits_own, axis=-1))[..., None]).astype(x.dtype)
+    kernel = self.proj.dense_kernel().astype(x.dtype).reshape(self.num_heads, self.head_dim, -1)
+    proj_shared = jnp.einsum("hmd,hdp->mhp", a_shared[0], kernel)  # [m, H, D], once
+    proj_own = jnp.einsum("bhnd,hdp->bhnp", v, kernel)  # [B, H, n, D]
+    # proj(w_shared * a_shared + sum_j w_j v_j) per head, with w_shared = 1 - sum_j w_j.
+    out_shared = (self.proj(_merge_heads(a_shared))
+                  + jnp.einsum("bhmn,bhnp->bmp", weight_own, proj_own)
+                  - jnp.einsum("bhm,mhp->bmp", weight_own.sum(-1), proj_shared))
+    return out, out_shared, past + ((k, v), (ks, vs))
+
+
+def _merge_heads(out: jnp.ndarray) -> jnp.ndarray:
+  """`[B, H, n, hd]` -> `[B, n, H*hd]` (head-major features, as the fused projection expects)."""
+  b, h, n, d = out.shape
+  return out.transpose(0, 2, 1, 3).reshape(b, n, h * d)
+
+
+def _length(segments) -> int:
+  return sum(k.shape[2] for k, _ in segments)
 
 
 class Block(nnx.Module):
@@ -195,14 +269,26 @@ class Block(nnx.Module):
     self.norm2 = LayerNorm(dim, eps=eps, dtype=dtype)
     self.mlp = Mlp(dim, mlp_hidden, dtype=dtype, rngs=rngs)
 
-  def __call__(self, x: jnp.ndarray, theta: jnp.ndarray, mask: np.ndarray | None,
-               kv_tokens: int = 0):
-    """`[B, N, D]` -> `[B, N, D]` (and the attention's key/value cache when `kv_tokens`)."""
-    a = self.attn(self.norm1(x), theta, mask, kv_tokens)
-    a, kv = a if kv_tokens else (a, None)
+  def __call__(self, x: jnp.ndarray, theta: jnp.ndarray, mask: np.ndarray | None = None,
+               cache: tuple[attn_lib.Segment, ...] | None = None):
+    """`[B, n, D]` -> `[B, n, D]`; with a `cache` (see `Attention`) also the extended cache."""
+    a = self.attn(self.norm1(x), theta, mask, cache)
+    a, cache = a if cache is not None else (a, None)
     x = x + a
     x = x + self.mlp(self.norm2(x))
-    return (x, kv) if kv_tokens else x
+    return x if cache is None else (x, cache)
+
+  def shared_rows(self, x: jnp.ndarray, theta: jnp.ndarray, shared: jnp.ndarray,
+                  shared_theta: jnp.ndarray, cache: tuple[attn_lib.Segment, ...]):
+    """The block on `concat([x, broadcast(shared)])` (see `Attention.shared_rows`).
+
+    Returns:
+      (`[B, n + m, D]`, the extended cache).
+    """
+    a, a_shared, cache = self.attn.shared_rows(self.norm1(x), theta, self.norm1(shared),
+                                               shared_theta, cache)
+    x = jnp.concatenate([x + a, shared + a_shared], axis=1)
+    return x + self.mlp(self.norm2(x)), cache
 
 
 def rescale_residual_projections(blocks) -> None:
@@ -214,21 +300,25 @@ def rescale_residual_projections(blocks) -> None:
 
 
 def run_blocks(blocks, x: jnp.ndarray, theta: jnp.ndarray, mask: np.ndarray | None,
-               remat: bool, kv_tokens: int = 0):
+               remat: bool, cache: list | None = None):
   """Applies `blocks` in order, optionally rematerialising each block's activations.
 
-  With `kv_tokens` > 0 also returns, per block, the (keys, values) of the first `kv_tokens`
-  tokens (see `Attention`).
+  With `cache` (per block, a tuple of key/value segments; see `Attention`) also returns the
+  extended per-block cache.
   """
-  call = lambda blk, h: blk(h, theta, mask, kv_tokens)  # noqa: E731
+  if cache is None:
+    call = lambda blk, h: blk(h, theta, mask)  # noqa: E731
+    step = nnx.remat(call) if remat else call
+    for blk in blocks:
+      x = step(blk, x)
+    return x
+  call = lambda blk, h, c: blk(h, theta, mask, c)  # noqa: E731
   step = nnx.remat(call) if remat else call
-  cache = []
-  for blk in blocks:
-    x = step(blk, x)
-    if kv_tokens:
-      x, kv = x
-      cache.append(kv)
-  return (x, cache) if kv_tokens else x
+  new = []
+  for blk, c in zip(blocks, cache):
+    x, c = step(blk, x, c)
+    new.append(c)
+  return x, new
 
 
 def dtype_of(name: str) -> Dtype:

@@ -128,7 +128,7 @@ class VisionTransformer(nnx.Module):
     else:
       pos = [p[None] for p in pos]
     theta = rope.angles(tuple(pos), self.cfg.head_dim, self.cfg.rope_mode,
-                        layers.angle_dtype(self.cfg.dtype))[:, :, None, :]
+                        layers.angle_dtype(self.cfg.dtype))
     x = layers.run_blocks(self.blocks, x, theta, None, self.cfg.remat)
     return self.norm(x)
 
@@ -153,24 +153,3 @@ def encode_frames(encoder: VisionTransformer, video: jnp.ndarray) -> jnp.ndarray
 def count_params(tree) -> int:
   """Number of scalars in a pytree of arrays or shape structs."""
   return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
-
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def normalize_video(video_uint8: jnp.ndarray, dtype=jnp.float32) -> jnp.ndarray:
-  """uint8 `[..., 3]` frames -> ImageNet-normalised floats, on the device (inputs stay 4x smaller
-  on the host and over the host-to-device link)."""
-  x = video_uint8.astype(jnp.float32) / 255.0
-  x = (x - jnp.asarray(IMAGENET_MEAN, jnp.float32)) / jnp.asarray(IMAGENET_STD, jnp.float32)
-  return x.astype(dtype)
-
-
-def resize_frames(video: jnp.ndarray, size: int) -> jnp.ndarray:
-  """Bilinear resize of `[..., H, W, C]` frames to `size` x `size` without antialiasing (the
-  official AC transform; also what the data pipeline does when it resizes on the host)."""
-  if video.shape[-3:-1] == (size, size):
-    return video
-  shape = video.shape[:-3] + (size, size, video.shape[-1])
-  return jax.image.resize(video, shape, method="linear", antialias=False)

@@ -1,13 +1,16 @@
 """Controller-agnostic planning API: frames and poses in, actions out.
 
   planner = Planner(encoder, predictor, planning.default_config())
-  action = planner.plan(frame, pose, goal_frame)          # np.ndarray [7]
+  action = planner.plan(frame, pose, goal_frame)          # np.ndarray [A] (DROID: 7)
 
-Frames are uint8 `[H, W, 3]` camera images, preprocessed as the official planner does: a
-non-square frame is centre-cropped to a square, resized bilinearly (no antialiasing, half-pixel
-centres) to the predictor's image size and ImageNet-normalised; each frame is encoded on its own
-(repeated over one tubelet) and the tokens are layer-normed. Goal latents are cached per goal
-image, so a fixed goal is encoded once.
+The search method is the config's `method` ("cem", "mppi" or "gd"); the pose and action width
+`A` is the predictor's `action_dim`.
+
+Frames are uint8 `[H, W, 3]` camera images, preprocessed by `vjepa_jax.preprocess` exactly as
+training preprocesses its clips (`cfg.crop="ac"`: the training crop, resized to the predictor's
+image size and ImageNet-normalised; `cfg.crop="square"` takes the official notebook's centre
+square crop instead); each frame is encoded on its own (repeated over one tubelet) and the tokens
+are layer-normed. Goal latents are cached per goal image, so a fixed goal is encoded once.
 
 `GoalSchedule` holds a list of (goal image, number of steps), the paper's pick-and-place
 sub-goals; `Planner.follow` runs a closed loop over it with caller-supplied `observe` and
@@ -26,58 +29,18 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from vjepa_jax.models import layers
+from vjepa_jax import preprocess
+from vjepa_jax.models import world_model
 from vjepa_jax.models.ac_predictor import ACPredictor
-from vjepa_jax.models.vit import VisionTransformer
-from vjepa_jax.models.vit import encode_frames
-from vjepa_jax.planning import cem
+from vjepa_jax.planning import config as config_lib
+from vjepa_jax.planning import plan_function
+from vjepa_jax.planning.space import PlanResult
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def preprocess_frames(frames: jnp.ndarray, size: int) -> jnp.ndarray:
-  """uint8 frames `[..., H, W, 3]` -> normalised float32 `[..., size, size, 3]`.
-
-  Centre square crop (offsets floor-halved), bilinear resize without antialiasing, then
-  `(x / 255 - mean) / std` with the ImageNet statistics.
-  """
-  frames = jnp.asarray(frames)
-  if frames.ndim < 3 or frames.shape[-1] != 3:
-    raise ValueError(f"frames must be [..., H, W, 3] RGB, got shape {tuple(frames.shape)}")
-  h, w = frames.shape[-3:-1]
-  s = min(h, w)
-  top, left = (h - s) // 2, (w - s) // 2
-  x = frames[..., top:top + s, left:left + s, :].astype(jnp.float32)
-  if s != size:
-    x = jax.image.resize(x, x.shape[:-3] + (size, size, 3), method="linear", antialias=False)
-  mean = jnp.asarray(IMAGENET_MEAN, jnp.float32) * 255.0
-  std = jnp.asarray(IMAGENET_STD, jnp.float32) * 255.0
-  return (x - mean) / std
-
-
-def encode_latents(encoder: VisionTransformer, frames: jnp.ndarray, size: int) -> jnp.ndarray:
-  """uint8 frames `[B, T, H, W, 3]` -> layer-normed per-frame tokens `[B, T*h*w, D]`."""
-  return layers.layer_norm_no_affine(encode_frames(encoder, preprocess_frames(frames, size)))
-
-
-def inference_model(graphdef, params) -> nnx.Module:
-  """The module rebuilt inside a traced function, in inference mode (dropout of LoRA adapters
-  off) without touching the caller's module."""
-  model = nnx.merge(graphdef, params)
-  model.eval()
-  return model
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _encode(graphdef, size: int, params, frames: jnp.ndarray) -> jnp.ndarray:
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _encode(graphdef, size: int, crop: str, params, frames: jnp.ndarray) -> jnp.ndarray:
   """uint8 `[T, H, W, 3]` -> `[T*h*w, D]` (static graphdef: one executable per model shape)."""
-  return encode_latents(inference_model(graphdef, params), frames[None], size)[0]
-
-
-def module_of(model: Any) -> nnx.Module:
-  """Accepts an NNX module or a `models.pretrained.Loaded` wrapper."""
-  return getattr(model, "module", model)
+  encoder = world_model.inference_module(graphdef, params)
+  return world_model.encode_latents(encoder, frames[None], size, crop)[0]
 
 
 class GoalSchedule:
@@ -113,38 +76,42 @@ class GoalSchedule:
 
 
 class Planner:
-  """CEM planning with a V-JEPA 2-AC world model.
+  """Planning with a V-JEPA 2-AC world model (CEM, MPPI or gradient search: `cfg.method`).
 
   Args:
     encoder: the video encoder (`VisionTransformer` or a `Loaded` wrapper).
     predictor: the AC predictor (`ACPredictor` or a `Loaded` wrapper).
     cfg: `planning.default_config()`.
-    mesh, sample_axis: optional device mesh to shard the CEM samples over.
+    mesh, sample_axis: optional device mesh to shard the samples over.
     goal_cache_size: number of goal latents kept.
 
   Attributes:
-    plan_function: the compiled `cem.PlanFunction` (its `cfg` has the resolved sample chunk).
-    last_result: the `cem.PlanResult` of the latest plan (final distribution, energies).
+    plan_function: the compiled `plan_function.PlanFunction` (its `cfg` has the action width
+      and the sample chunk resolved; its `flops` are the predictor FLOPs per plan).
+    last_result: the `PlanResult` of the latest plan (final distribution, energies, flops).
   """
 
   def __init__(self, encoder: Any, predictor: Any, cfg: ml_collections.ConfigDict | None = None,
                *, mesh=None, sample_axis: str | None = None, goal_cache_size: int = 16):
-    self.cfg = cem.default_config() if cfg is None else cfg
-    encoder, predictor = module_of(encoder), module_of(predictor)
+    self.cfg = config_lib.default_config() if cfg is None else cfg
+    encoder, predictor = world_model.module_of(encoder), world_model.module_of(predictor)
     if not isinstance(predictor, ACPredictor):
       raise ValueError(f"predictor must be an ACPredictor, got {type(predictor).__name__}")
     if encoder.cfg.embed_dim != predictor.cfg.embed_dim:
       raise ValueError(f"encoder width {encoder.cfg.embed_dim} != predictor input width "
                        f"{predictor.cfg.embed_dim}")
+    preprocess.check_crop(self.cfg.crop, preprocess.DEVICE_CROPS)
     self.image_size = predictor.cfg.img_size
     self.tokens_per_frame = predictor.tokens_per_frame
-    self.plan_function = cem.PlanFunction(predictor, self.cfg, mesh=mesh, sample_axis=sample_axis)
+    self.action_dim = predictor.cfg.action_dim
+    self.plan_function = plan_function.PlanFunction(predictor, self.cfg, mesh=mesh,
+                                             sample_axis=sample_axis)
     self._enc_graphdef, self._enc_params = nnx.split(encoder)
     self._goals: collections.OrderedDict[tuple, jnp.ndarray] = collections.OrderedDict()
     self._goal_cache_size = goal_cache_size
     self._key = jax.random.key(self.cfg.seed)
     self._calls = 0
-    self.last_result: cem.PlanResult | None = None
+    self.last_result: PlanResult | None = None
 
   def encode(self, frames: np.ndarray) -> jnp.ndarray:
     """uint8 `[H, W, 3]` or `[T, H, W, 3]` -> layer-normed tokens `[T*h*w, D]`."""
@@ -155,7 +122,7 @@ class Planner:
       frames = frames[None]
     if frames.ndim != 4 or frames.shape[-1] != 3:
       raise ValueError(f"frames must be [H, W, 3] or [T, H, W, 3], got {frames.shape}")
-    return _encode(self._enc_graphdef, self.image_size, self._enc_params, frames)
+    return _encode(self._enc_graphdef, self.image_size, self.cfg.crop, self._enc_params, frames)
 
   def goal_latent(self, goal_frame: np.ndarray) -> jnp.ndarray:
     """Encoded goal, cached by image content."""
@@ -172,17 +139,18 @@ class Planner:
 
   def plan_sequence(self, frame: np.ndarray, pose: np.ndarray, goal_frame: np.ndarray,
                     key: jax.Array | None = None) -> np.ndarray:
-    """Planned action sequence `[horizon, 7]` from the current frame and pose to the goal.
+    """Planned action sequence `[horizon, A]` from the current frame and pose to the goal.
 
     Args:
       frame: uint8 `[H, W, 3]` current observation.
-      pose: `[7]` current end-effector pose.
+      pose: `[A]` current state (DROID: end-effector pose x, y, z, roll, pitch, yaw, gripper).
       goal_frame: uint8 `[H, W, 3]` goal image.
       key: optional PRNG key (default: the planner's seed folded with a call counter).
     """
     pose = np.asarray(pose, np.float32)
-    if pose.shape != (7,):
-      raise ValueError(f"pose must be [7] (x, y, z, roll, pitch, yaw, gripper), got {pose.shape}")
+    if pose.shape != (self.action_dim,):
+      raise ValueError(f"pose must be [{self.action_dim}] (the predictor's action_dim; DROID: x, "
+                       f"y, z, roll, pitch, yaw, gripper), got {pose.shape}")
     if key is None:
       key = jax.random.fold_in(self._key, self._calls)
     self._calls += 1
@@ -194,15 +162,15 @@ class Planner:
 
   def plan(self, frame: np.ndarray, pose: np.ndarray, goal_frame: np.ndarray,
            key: jax.Array | None = None) -> np.ndarray:
-    """The next action `[7]` (the first step of `plan_sequence`)."""
+    """The next action `[A]` (the first step of `plan_sequence`)."""
     return self.plan_sequence(frame, pose, goal_frame, key)[0]
 
   def follow(self, schedule: GoalSchedule, observe: Callable[[], tuple[np.ndarray, np.ndarray]],
              execute: Callable[[np.ndarray], None]) -> list[np.ndarray]:
     """Closed-loop control through a sub-goal schedule.
 
-    Each step calls `observe() -> (frame uint8 [H, W, 3], pose [7])`, plans towards the active
-    sub-goal and calls `execute(action [7])`.
+    Each step calls `observe() -> (frame uint8 [H, W, 3], pose [A])`, plans towards the active
+    sub-goal and calls `execute(action [A])`.
 
     Returns:
       The executed actions.

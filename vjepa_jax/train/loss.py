@@ -5,8 +5,8 @@ from typing import Callable
 
 import jax.numpy as jnp
 
-from vjepa_jax.models import ac_stepwise
 from vjepa_jax.models import layers
+from vjepa_jax.models import world_model
 from vjepa_jax.models.ac_predictor import ACPredictor
 
 Predictor = Callable[[jnp.ndarray, jnp.ndarray, jnp.ndarray], jnp.ndarray]
@@ -34,7 +34,7 @@ def ac_losses(predictor: Predictor, h: jnp.ndarray, actions: jnp.ndarray, states
   frame-causal `ACPredictor` the first n steps of that input (and, for step 1, step 0 of the
   teacher-forcing pass) produce exactly the keys/values computed before, so each rollout step
   here runs the predictor on its newest step only, attending to the cached keys/values
-  (`ac_stepwise`); the loss and its gradient are the official ones. Other predictors (a plain
+  (`world_model.rollout_frames`); the loss and its gradient are the official ones. Other predictors (a plain
   callable, a non-causal model) take the official recomputing path.
 
   Args:
@@ -58,15 +58,15 @@ def ac_losses(predictor: Predictor, h: jnp.ndarray, actions: jnp.ndarray, states
             and auto_steps > 1)
 
   if cached:
-    out, past = predictor(h[:, :-hw], actions, states[:, :-1], cache_steps=1)
+    out, cache = predictor(h[:, :-hw], actions, states[:, :-1], cache=predictor.empty_cache())
     z_tf = norm(out)
   else:
     z_tf = norm(predictor(h[:, :-hw], actions, states[:, :-1]))
   jloss = l1(z_tf, h[:, hw:], loss_exp)
   frames = [z_tf[:, :hw]]
   if cached:
-    frames += ac_stepwise.continue_rollout(predictor, past, frames[0], actions, states, 1,
-                                           auto_steps - 1, norm)
+    frames += world_model.rollout_frames(predictor, cache.first_steps(1), frames[0],
+                                         actions[:, 1:auto_steps], states[:, 1:auto_steps], norm)
   else:
     for n in range(1, auto_steps):
       z = jnp.concatenate([h[:, :hw]] + frames, axis=1)

@@ -9,6 +9,7 @@ import ml_collections
 import optax
 from flax import nnx
 
+from vjepa_jax import preprocess
 from vjepa_jax.models import vit
 from vjepa_jax.train import loss as loss_lib
 from vjepa_jax.train import optim
@@ -42,8 +43,7 @@ def make_train_step(graphdef, mode: str, rest, cfg: ml_collections.ConfigDict,
     key = jax.random.fold_in(state.rng, state.step)
     dtype = jnp.dtype(cfg.model.dtype)
     # Clips may arrive at their crop size (data.resize_on_host=False): resize on the device.
-    video = vit.resize_frames(vit.normalize_video(batch["video"], jnp.float32),
-                              cfg.data.image_size).astype(dtype)
+    video = preprocess.model_input(batch["video"], cfg.data.image_size, "ac", dtype)
     actions = batch["actions"].astype(jnp.float32)
     states = batch["states"].astype(jnp.float32)
 
