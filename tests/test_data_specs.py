@@ -162,3 +162,10 @@ def test_user_spec_from_py_file_and_json(tmp_path):
     specs.load("nope")
   with pytest.raises(ValueError, match="does not exist"):
     specs.load(str(tmp_path / "missing.py"))
+
+
+def test_language_is_never_required():
+  spec = specs.preset("bridge")
+  assert specs.drop_absent_language(spec, ["observation/state"]).language == ""
+  assert specs.drop_absent_language(
+      spec, ["observation/state", spec.language]).language == spec.language

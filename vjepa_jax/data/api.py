@@ -101,6 +101,7 @@ def _resolve_lerobot(cfg: ml_collections.ConfigDict):
   if spec.format != "lerobot":
     raise ValueError(f"spec {spec.name!r} describes a {spec.format} dataset; {cfg.path} is a "
                      "LeRobot dataset")
+  spec = specs_lib.drop_absent_language(spec, meta.features)
   widths = meta.widths()
   cameras = config_lib.configured_cameras(cfg) or list(spec.cameras) or meta.cameras[:1]
   if not cameras:

@@ -170,6 +170,7 @@ def resolve_spec(cfg: ml_collections.ConfigDict,
   if spec.format != "rlds":
     raise ValueError(f"spec {spec.name!r} describes a {spec.format} dataset; {cfg.path} is an "
                      "RLDS/TFDS directory")
+  spec = specs_lib.drop_absent_language(spec, features)
   missing = [_serialized_key(k) for k in spec.referenced_keys() if k not in features]
   if missing:
     present = sorted(_serialized_key(k) for k in features)

@@ -348,6 +348,14 @@ def _check_planner_fields(spec: Spec) -> None:
       raise ValueError(f"spec {spec.name!r}: controllable dimensions {bad} outside [0, {width})")
 
 
+def drop_absent_language(spec: Spec, keys) -> Spec:
+  """The spec without its language key when the dataset has none: language is kept for later
+  and never required."""
+  if spec.language and spec.language not in keys and spec.language != "task":
+    return dataclasses.replace(spec, language="")
+  return spec
+
+
 def with_defaults(spec: Spec, widths: Mapping[str, int] | None = None) -> Spec:
   """The spec with names, controllable dimensions and bounds filled in (a "resolved" spec).
 
