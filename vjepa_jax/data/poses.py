@@ -71,3 +71,34 @@ def poses_to_diffs(poses: tf.Tensor) -> tf.Tensor:
        grip[..., 1:, :] - grip[..., :-1, :]],
       axis=-1)
   return tf.cast(diffs, out_dtype)
+
+
+def quaternion_to_matrix(quat: tf.Tensor, order: str = "xyzw") -> tf.Tensor:
+  """Quaternions `[..., 4]` ("xyzw" or "wxyz", any norm > 0) -> rotation matrices `[..., 3, 3]`."""
+  q = tf.convert_to_tensor(quat)
+  if order == "wxyz":
+    q = tf.gather(q, [1, 2, 3, 0], axis=-1)
+  elif order != "xyzw":
+    raise ValueError(f"quaternion order must be 'xyzw' or 'wxyz', got {order!r}")
+  q = q / tf.norm(q, axis=-1, keepdims=True)
+  x, y, z, w = tf.unstack(q, axis=-1)
+  rows = [[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+          [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+          [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]]
+  return tf.stack([tf.stack(r, axis=-1) for r in rows], axis=-2)
+
+
+def orientation_to_euler(values: tf.Tensor, fmt: str) -> tf.Tensor:
+  """`[..., k]` orientations (`euler_xyz`, `quat_xyzw`, `quat_wxyz` or row-major `matrix`) ->
+  `[..., 3]` extrinsic-xyz Euler angles, in the dtype of `values`."""
+  values = tf.convert_to_tensor(values)
+  if fmt == "euler_xyz":
+    return values
+  v = tf.cast(values, tf.float64)
+  if fmt in ("quat_xyzw", "quat_wxyz"):
+    mats = quaternion_to_matrix(v, fmt[5:])
+  elif fmt == "matrix":
+    mats = tf.reshape(v, tf.concat([tf.shape(v)[:-1], [3, 3]], axis=0))
+  else:
+    raise ValueError(f"unknown orientation format {fmt!r}")
+  return tf.cast(matrix_to_euler_xyz(mats), values.dtype)

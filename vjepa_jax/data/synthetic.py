@@ -16,12 +16,12 @@ step), so frame changes follow the V-JEPA 2-AC actions computed from the observe
 """
 import argparse
 from collections.abc import Sequence
-import json
-import os
 import time
 
 import numpy as np
 import tensorflow as tf
+
+from vjepa_jax.data import writers
 
 CAMERAS = ("exterior_image_1_left", "exterior_image_2_left", "wrist_image_left")
 MAX_LINEAR = 0.075  # m per step at velocity 1 (DROID).
@@ -237,10 +237,12 @@ def _encode(frames: np.ndarray, quality: int) -> list[bytes]:
 
 def make_episode(rng: np.random.Generator, index: int, num_steps: int,
                  image_hw: tuple[int, int] = (180, 320), jpeg_quality: int = 90,
-                 texture: np.ndarray | None = None) -> dict:
+                 texture: np.ndarray | None = None, encode: bool = True) -> dict:
   """One rendered episode as the flat dict `serialize_episode` takes (states float32-rounded).
 
-  `texture` (from `table_texture`) can be shared between episodes to save time.
+  `texture` (from `table_texture`) can be shared between episodes to save time. With
+  `encode=False` the dict holds the uint8 frames (`"frames"`) instead of JPEG bytes (`"images"`),
+  for `writer_episode`.
   """
   traj = _trajectory(rng, num_steps)
   r32 = lambda x: x.astype(np.float32).astype(np.float64)
@@ -284,8 +286,21 @@ def make_episode(rng: np.random.Generator, index: int, num_steps: int,
       "action_dict/gripper_velocity": r32(traj["cmd_gripper_velocity"]),
       "action_dict/joint_position": cmd_joints,
       "action_dict/joint_velocity": r32(np.clip((cmd_joints - joints) / 0.2, -1, 1)),
-      "images": {c: _encode(frames[c], jpeg_quality) for c in CAMERAS},
+      **({"images": {c: _encode(frames[c], jpeg_quality) for c in CAMERAS}} if encode
+         else {"frames": frames}),
   }
+
+
+def writer_episode(ep: dict, cameras: dict[str, str] | None = None) -> dict:
+  """A `make_episode(..., encode=False)` dict as a `writers` episode: states `[T, 7]` (pose +
+  gripper), the frames of `cameras` ({DROID camera: name in the output}, default all, same
+  names), language, success and the file path as episode id."""
+  cameras = cameras or {c: c for c in CAMERAS}
+  return {"frames": {out: ep["frames"][cam] for cam, out in cameras.items()},
+          "states": np.concatenate([ep["observation/cartesian_position"],
+                                    ep["observation/gripper_position"]], axis=1),
+          "language": ep["language_instruction"], "success": ep["success"],
+          "episode_id": ep["file_path"]}
 
 
 # -- TFDS files ---------------------------------------------------------------------------------
@@ -314,70 +329,32 @@ _TEXTS = ("language_instruction", "language_instruction_2", "language_instructio
 _IMAGE_DESCRIPTIONS = {"exterior_image_1_left": "Exterior camera 1 left viewpoint",
                        "exterior_image_2_left": "Exterior camera 2 left viewpoint",
                        "wrist_image_left": "Wrist camera RGB left viewpoint"}
-_TFDS = "tensorflow_datasets.core.features."
-
-
-def _features_dict(tree: dict) -> dict:
-  features = {k: v if "pythonClassName" in v else _features_dict(v) for k, v in tree.items()}
-  return {"featuresDict": {"features": features},
-          "pythonClassName": _TFDS + "features_dict.FeaturesDict"}
-
-
-def _nest(flat: dict) -> dict:
-  """{"a/b": feature JSON} -> nested FeaturesDict JSON."""
-  tree: dict = {}
-  for key, feature in flat.items():
-    *parents, leaf = key.split("/")
-    node = tree
-    for p in parents:
-      node = node.setdefault(p, {})
-    node[leaf] = feature
-  return _features_dict(tree)
 
 
 def features_json(image_hw: tuple[int, int] = (180, 320),
                   cameras: Sequence[str] = CAMERAS) -> dict:
   """The DROID FeaturesDict as TFDS writes it to features.json (with the given cameras)."""
-  text = lambda d: {"description": d, "pythonClassName": _TFDS + "text_feature.Text", "text": {}}
   step = {}
   for key, size, desc in _TENSORS:
-    step[key] = {"description": desc, "pythonClassName": _TFDS + "tensor_feature.Tensor",
-                 "tensor": {"dtype": "float64", "encoding": "none",
-                            "shape": {"dimensions": [str(size)]}}}
+    step[key] = writers.tensor_feature([size], "float64", desc)
   for key, dtype, desc in _SCALARS:
-    step[key] = {"description": desc, "pythonClassName": _TFDS + "scalar.Scalar",
-                 "tensor": {"dtype": dtype, "encoding": "none", "shape": {}}}
+    step[key] = writers.tensor_feature([], dtype, desc)
   for key in _TEXTS:
-    step[key] = text("Language Instruction.")
+    step[key] = writers.text_feature("Language Instruction.")
   for cam in cameras:
-    desc = _IMAGE_DESCRIPTIONS.get(cam, cam)
-    step["observation/" + cam] = {
-        "description": desc, "pythonClassName": _TFDS + "image_feature.Image",
-        "image": {"dtype": "uint8", "encodingFormat": "jpeg",
-                  "shape": {"dimensions": [str(image_hw[0]), str(image_hw[1]), "3"]}}}
-  steps = {"pythonClassName": _TFDS + "dataset_feature.Dataset",
-           "sequence": {"feature": _nest(step), "length": "-1"}}
-  return _features_dict({
-      "episode_metadata": {"file_path": text("Path to the original data file."),
-                           "recording_folderpath": text("Path to the folder of recordings.")},
-      "steps": steps})
+    step["observation/" + cam] = writers.image_feature(image_hw, _IMAGE_DESCRIPTIONS.get(cam, cam))
+  return writers.features_dict({
+      "episode_metadata": {
+          "file_path": writers.text_feature("Path to the original data file."),
+          "recording_folderpath": writers.text_feature("Path to the folder of recordings.")},
+      "steps": writers.steps_feature(step)})
 
 
 def dataset_info_json(name: str, version: str, shard_lengths: Sequence[int],
                       num_bytes: int) -> dict:
-  return {
-      "citation": "(synthetic)",
-      "description": "Synthetic DROID-format dataset written by vjepa_jax.data.synthetic.",
-      "fileFormat": "tfrecord",
-      "location": {"urls": ["https://droid-dataset.github.io"]},
-      "moduleName": "vjepa_jax.data.synthetic",
-      "name": name,
-      "releaseNotes": {version: "Synthetic DROID-format dataset."},
-      "splits": [{"filepathTemplate": "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}",
-                  "name": "train", "numBytes": str(num_bytes),
-                  "shardLengths": [str(n) for n in shard_lengths]}],
-      "version": version,
-  }
+  return writers.dataset_info_json(
+      name, version, shard_lengths, num_bytes,
+      "Synthetic DROID-format dataset written by vjepa_jax.data.synthetic.")
 
 
 def serialize_episode(ep: dict) -> bytes:
@@ -419,25 +396,9 @@ def write_dataset(out_dir: str, episodes: Sequence[dict], num_shards: int = 1,
   Every episode holds the same cameras (`ep["images"]` keys); features.json lists those.
   Returns the shard paths.
   """
-  if not 1 <= num_shards <= max(len(episodes), 1):
-    raise ValueError(f"num_shards must be in [1, {len(episodes)}], got {num_shards}")
-  tf.io.gfile.makedirs(out_dir)
-  paths, lengths, total = [], [], 0
-  for s in range(num_shards):
-    path = os.path.join(out_dir, f"{name}-train.tfrecord-{s:05d}-of-{num_shards:05d}")
-    shard = episodes[s::num_shards]
-    with tf.io.TFRecordWriter(path) as writer:
-      for ep in shard:
-        writer.write(serialize_episode(ep))
-    paths.append(path)
-    lengths.append(len(shard))
-    total += tf.io.gfile.stat(path).length
-  with tf.io.gfile.GFile(os.path.join(out_dir, "features.json"), "w") as f:
-    cameras = list(episodes[0]["images"]) if episodes else CAMERAS
-    json.dump(features_json(image_hw, cameras), f, indent=2)
-  with tf.io.gfile.GFile(os.path.join(out_dir, "dataset_info.json"), "w") as f:
-    json.dump(dataset_info_json(name, version, lengths, total), f, indent=2)
-  return paths
+  cameras = list(episodes[0]["images"]) if episodes else CAMERAS
+  return writers.write_tfrecords(out_dir, [serialize_episode(ep) for ep in episodes],
+                                 features_json(image_hw, cameras), name, version, num_shards)
 
 
 def generate(out_dir: str, episodes: int = 20, steps: tuple[int, int] = (40, 90),
@@ -460,9 +421,56 @@ def _parse_hw(text: str) -> tuple[int, int]:
   return int(parts[0]), int(parts[1])
 
 
+# Builder names the RLDS presets' datasets carry (the bridge preset also matches on it).
+_BUILDER_NAMES = {"bridge": "bridge", "fractal": "fractal20220817_data"}
+FORMATS = ("droid", "rlds", "lerobot")
+
+
+def generate_with(out_dir: str, fmt: str = "droid", spec: str = "", episodes: int = 20,
+                  steps: tuple[int, int] = (40, 90), shards: int = 2, seed: int = 0,
+                  image_hw: tuple[int, int] = (180, 320), codec: str = "h264",
+                  lerobot_version: str = "v3.0", fps: int = 15) -> dict:
+  """Renders the scene and writes it as DROID RLDS (`fmt="droid"`, as `generate`), as RLDS laid
+  out by another spec (`"rlds"`, spec "bridge", "fractal" or a spec dict/file), or as a LeRobot
+  dataset (`"lerobot"`, AV1 or H.264). Returns the writer's summary."""
+  from vjepa_jax.data import specs as specs_lib
+  if fmt == "droid":
+    eps = generate(out_dir, episodes, steps, shards, seed, image_hw)
+    return {"path": out_dir, "episodes": len(eps),
+            "steps": sum(len(e["observation/cartesian_position"]) for e in eps)}
+  if fmt not in FORMATS:
+    raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+  rng = np.random.default_rng(seed)
+  texture = table_texture(rng)
+  raw = [make_episode(rng, i, int(rng.integers(steps[0], steps[1] + 1)), image_hw,
+                      texture=texture, encode=False) for i in range(episodes)]
+  if fmt == "rlds":
+    layout = specs_lib.load(spec or "bridge")
+    if layout.format != "rlds":
+      raise ValueError(f"--spec {layout.name} is a {layout.format} spec; --format rlds needs an "
+                       "rlds one")
+    names = list(layout.cameras) or ["exterior_image_1_left"]
+    cams = dict(zip(CAMERAS, names))
+    eps = [writer_episode(e, cams) for e in raw]
+    return writers.write_rlds(out_dir, eps, layout, name=_BUILDER_NAMES.get(layout.name, ""),
+                              num_shards=min(shards, episodes))
+  eps = [writer_episode(e) for e in raw]
+  return writers.write_lerobot(out_dir, eps, spec or "lerobot_pose", fps=fps, codec=codec,
+                               version=lerobot_version, robot_type="synthetic_franka")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--out", required=True, help="output TFDS version directory")
+  parser.add_argument("--out", required=True,
+                      help="output directory (TFDS version directory or LeRobot root)")
+  parser.add_argument("--format", default="droid", choices=FORMATS,
+                      help="droid: DROID RLDS; rlds: RLDS laid out by --spec; lerobot: LeRobot")
+  parser.add_argument("--spec", default="",
+                      help="--format rlds: bridge (default), fractal or a spec .py; "
+                           "--format lerobot: lerobot_pose (default)")
+  parser.add_argument("--codec", default="h264", choices=("h264", "av1"), help="LeRobot video")
+  parser.add_argument("--lerobot-version", default="v3.0", choices=("v3.0", "v2.1"))
+  parser.add_argument("--fps", type=int, default=15, help="LeRobot frame rate")
   parser.add_argument("--episodes", type=int, default=20)
   parser.add_argument("--steps", type=int, nargs=2, default=(40, 90), metavar=("MIN", "MAX"),
                       help="episode length range (inclusive)")
@@ -473,11 +481,17 @@ def main(argv: Sequence[str] | None = None) -> None:
   parser.add_argument("--version", default="1.0.0", help="version in dataset_info")
   args = parser.parse_args(argv)
   start = time.time()
-  eps = generate(args.out, args.episodes, tuple(args.steps), args.shards, args.seed,
-                 _parse_hw(args.image_size), args.name, args.version)
-  steps = sum(len(e["observation/cartesian_position"]) for e in eps)
-  print(f"wrote {len(eps)} episodes ({steps} steps) in {min(args.shards, len(eps))} shards to "
-        f"{args.out} in {time.time() - start:.1f} s")
+  if args.format == "droid":
+    eps = generate(args.out, args.episodes, tuple(args.steps), args.shards, args.seed,
+                   _parse_hw(args.image_size), args.name, args.version)
+    steps = sum(len(e["observation/cartesian_position"]) for e in eps)
+    print(f"wrote {len(eps)} episodes ({steps} steps) in {min(args.shards, len(eps))} shards to "
+          f"{args.out} in {time.time() - start:.1f} s")
+    return
+  summary = generate_with(args.out, args.format, args.spec, args.episodes, tuple(args.steps),
+                          args.shards, args.seed, _parse_hw(args.image_size), args.codec,
+                          args.lerobot_version, args.fps)
+  print(f"wrote {summary} in {time.time() - start:.1f} s")
 
 
 if __name__ == "__main__":

@@ -81,13 +81,30 @@ def random_resized_window(height: tf.Tensor, width: tf.Tensor, seed: tf.Tensor,
                  lambda: central_window(height, width, ratio))
 
 
-def decode_frames(jpegs: tf.Tensor, window: tf.Tensor | None = None) -> tf.Tensor:
-  """Decodes `jpegs` `[T]` (strings) to uint8 `[T, h, w, 3]`, only inside `window` if given."""
-  if window is None:
+def decode_frames(jpegs: tf.Tensor, window: tf.Tensor | None = None,
+                  encoding: str = "jpeg") -> tf.Tensor:
+  """Decodes `jpegs` `[T]` (strings) to uint8 `[T, h, w, 3]`, only inside `window` if given.
+
+  `encoding="png"` decodes PNG strings (whole frames, then the window is sliced out).
+  """
+  if encoding == "png":
+    def fn(j):
+      frame = tf.io.decode_png(j, channels=3)
+      if window is None:
+        return frame
+      return frame[window[0]:window[0] + window[2], window[1]:window[1] + window[3]]
+  elif window is None:
     fn = lambda j: tf.io.decode_jpeg(j, channels=3)
   else:
     fn = lambda j: tf.io.decode_and_crop_jpeg(j, window, channels=3)
   return tf.map_fn(fn, jpegs, fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
+
+
+def image_shape(encoded: tf.Tensor, encoding: str = "jpeg") -> tf.Tensor:
+  """`[height, width, channels]` of one encoded frame (JPEG: from its header, no decode)."""
+  if encoding == "png":
+    return tf.shape(tf.io.decode_png(encoded, channels=3))
+  return tf.io.extract_jpeg_shape(encoded)
 
 
 def resize_bilinear_uint8(frames: tf.Tensor, size: Sequence[int],
@@ -118,7 +135,7 @@ def hub_resize_shape(height: tf.Tensor, width: tf.Tensor, image_size: int) -> tf
 
 def preprocess_clip(jpegs: tf.Tensor, image_size: int | None, crop: str = "ac",
                     random_crop: tuple[Sequence[float], Sequence[float]] | None = None,
-                    seed: tf.Tensor | None = None) -> tf.Tensor:
+                    seed: tf.Tensor | None = None, encoding: str = "jpeg") -> tf.Tensor:
   """JPEG strings `[T]` of one clip -> uint8 video `[T, S, S, 3]`.
 
   Args:
@@ -129,23 +146,24 @@ def preprocess_clip(jpegs: tf.Tensor, image_size: int | None, crop: str = "ac",
     random_crop: `(scale, ratio)` ranges to draw one random-resized-crop window per clip instead
       of the deterministic crop; then the window is resized to S x S like `"ac"`.
     seed: `[2]` int seed, required with `random_crop`.
+    encoding: "jpeg" or "png" (the frames' image encoding).
   """
   if crop not in CROPS:
     raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
   if image_size is None and (crop != "ac" or random_crop is not None):
     raise ValueError("image_size=None (no resize) needs crop='ac' without random_crop")
-  shape = tf.io.extract_jpeg_shape(jpegs[0])
+  shape = image_shape(jpegs[0], encoding)
   height, width = shape[0], shape[1]
   size = (image_size, image_size)
   if random_crop is not None:
     if seed is None:
       raise ValueError("random_crop needs a seed")
     window = random_resized_window(height, width, seed, *random_crop)
-    return resize_bilinear_uint8(decode_frames(jpegs, window), size)
+    return resize_bilinear_uint8(decode_frames(jpegs, window, encoding), size)
   if crop == "ac":
-    frames = decode_frames(jpegs, central_window(height, width))
+    frames = decode_frames(jpegs, central_window(height, width), encoding)
     return frames if image_size is None else resize_bilinear_uint8(frames, size)
-  resized = resize_bilinear_uint8(decode_frames(jpegs),
+  resized = resize_bilinear_uint8(decode_frames(jpegs, encoding=encoding),
                                   hub_resize_shape(height, width, image_size), antialias=True)
   top = tf.cast(tf.round(tf.cast(tf.shape(resized)[1] - image_size, tf.float64) / 2), tf.int32)
   left = tf.cast(tf.round(tf.cast(tf.shape(resized)[2] - image_size, tf.float64) / 2), tf.int32)
