@@ -15,15 +15,15 @@ def get_config(arg=None):
   del arg
   c = common.base_config()
   c.model.dtype = "float32"
-  c.model.encoder.update(embed_dim=96, depth=2, num_heads=4, mlp_hidden=384, img_size=64)
-  c.model.predictor.update(embed_dim=96, predictor_embed_dim=96, depth=2, num_heads=4,
-                           mlp_hidden=384, img_size=64)
+  c.model.encoder.update(embed_dim=96, depth=2, num_heads=4, mlp_hidden=384)
+  c.model.predictor.update(predictor_embed_dim=96, depth=2, num_heads=4, mlp_hidden=384,
+                           img_size=64)
+  c.init.predictor = "random"
   c.batch_size = 16
   c.log_every = 50
   c.optim.update(lr=1e-3, start_lr=1e-4, warmup_steps=100, anneal_steps=300, total_steps=2000)
   c.data.path = "sim_workdir/reach_data"
   c.data.camera = "exterior_image_1_left"
-  c.data.image_size = 64
   c.data.frames_per_clip = 4
   c.data.frame_step = 1
   c.data.clips_per_visit = 4
