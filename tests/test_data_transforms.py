@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from vjepa_jax import preprocess
 from vjepa_jax.data import transforms
 
 FIXTURE_DIR = pathlib.Path(__file__).parent / "fixtures" / "droid_tiny" / "droid" / "1.0.0"
@@ -92,7 +93,9 @@ def test_decode_and_crop_equals_decode_then_slice():
 def test_hub_crop_geometry():
   """'hub': short side to int(S*256/224), centred S crop; equals resize-then-crop reference."""
   jpegs = _fixture_jpegs(1)
-  assert transforms.hub_resize_shape(180, 320, 256).numpy().tolist() == [292, 519]
+  assert preprocess.hub_resize_shape(180, 320, 256) == (292, 519)
+  assert preprocess.hub_resize_shape(
+      tf.constant(180), tf.constant(320), 256, transforms.TF_OPS).numpy().tolist() == [292, 519]
   video = transforms.preprocess_clip(tf.constant(jpegs), 256, "hub").numpy()
   assert video.shape == (1, 256, 256, 3)
   full = tf.io.decode_jpeg(jpegs[0], channels=3).numpy()

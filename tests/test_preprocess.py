@@ -57,14 +57,25 @@ def test_square_crop_matches_torch_bilinear_without_antialias():
   np.testing.assert_allclose(got, ((ref - mean) / std).numpy(), atol=1e-4)
 
 
-def test_ac_window_equals_the_pipeline_window_for_every_size():
-  """The device crop window equals the tf.data one (the official centred fallback) for wide,
-  tall and in-between frames, including ratios that round at the 1.35 / 0.75 bounds."""
+def _official_window(h: int, w: int):
+  """The official random-resized-crop's centred fallback, as its code states it."""
+  ratio = w / h
+  crop_h = round(w / 0.75) if ratio < 0.75 else h
+  crop_w = round(h * 1.35) if ratio > 1.35 else w
+  return (h - crop_h) // 2, (w - crop_w) // 2, crop_h, crop_w
+
+
+def test_ac_window_is_the_official_one_in_numpy_and_in_the_graph():
+  """The "ac" window, evaluated with NumPy (device path, LeRobot reader) and with TF ops (the
+  tf.data pipeline), equals the official centred fallback for wide, tall and in-between frames,
+  including ratios that round at the 1.35 / 0.75 bounds."""
   sizes = [(h, w) for h in (1, 2, 3, 7, 90, 179, 180, 181, 720) for w in
            (1, 2, 5, 67, 120, 121, 160, 242, 243, 244, 320, 1280)]
   for h, w in sizes:
-    want = tuple(int(v) for v in transforms.central_window(tf.constant(h), tf.constant(w)))
+    want = _official_window(h, w)
     assert preprocess.crop_window(h, w, "ac") == want, (h, w)
+    graph = tuple(int(v) for v in transforms.central_window(tf.constant(h), tf.constant(w)))
+    assert graph == want, (h, w)
 
 
 def test_training_crop_and_square_crop_differ_on_wide_frames():

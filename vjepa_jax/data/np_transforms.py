@@ -11,18 +11,16 @@ from collections.abc import Sequence
 
 import numpy as np
 
-AC_RATIO = (0.75, 1.35)
+from vjepa_jax import preprocess
+
+AC_RATIO = preprocess.AC_RATIO
 CROPS = ("ac", "hub")
 
 
 def central_window(height: int, width: int,
                    ratio: Sequence[float] = AC_RATIO) -> tuple[int, int, int, int]:
-  """Centred crop window `(top, left, h, w)` clamping the aspect ratio into `ratio`."""
-  lo, hi = float(min(ratio)), float(max(ratio))
-  in_ratio = width / height
-  crop_h = int(np.round(width / lo)) if in_ratio < lo else height
-  crop_w = int(np.round(height * hi)) if in_ratio > hi else width
-  return (height - crop_h) // 2, (width - crop_w) // 2, crop_h, crop_w
+  """Centred "ac" crop window `(top, left, h, w)` of `preprocess.crop_window`."""
+  return preprocess.crop_window(int(height), int(width), "ac", ratio)
 
 
 def random_resized_window(height: int, width: int, rng: np.random.Generator,
@@ -123,13 +121,6 @@ def resize_antialias_uint8(frames: np.ndarray, size: Sequence[int]) -> np.ndarra
   return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
-def hub_resize_shape(height: int, width: int, image_size: int) -> tuple[int, int]:
-  short = image_size * 256 // 224
-  if height <= width:
-    return short, int(np.floor(short * width / height))
-  return int(np.floor(short * height / width)), short
-
-
 def clip_window(height: int, width: int, crop: str = "ac",
                 random_crop: tuple[Sequence[float], Sequence[float]] | None = None,
                 rng: np.random.Generator | None = None) -> tuple[int, int, int, int] | None:
@@ -157,9 +148,8 @@ def finish_clip(window_frames: np.ndarray, image_size: int | None, crop: str = "
 
 def _hub(frames: np.ndarray, image_size: int) -> np.ndarray:
   _, height, width, _ = frames.shape
-  resized = resize_antialias_uint8(frames, hub_resize_shape(height, width, image_size))
-  top = int(np.round((resized.shape[1] - image_size) / 2))
-  left = int(np.round((resized.shape[2] - image_size) / 2))
+  resized = resize_antialias_uint8(frames, preprocess.hub_resize_shape(height, width, image_size))
+  top, left = preprocess.hub_offsets(resized.shape[1], resized.shape[2], image_size)
   return resized[:, top:top + image_size, left:left + image_size]
 
 

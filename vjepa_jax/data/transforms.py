@@ -18,28 +18,24 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-AC_RATIO = (0.75, 1.35)
+from vjepa_jax import preprocess
+
+AC_RATIO = preprocess.AC_RATIO
 CROPS = ("ac", "hub")
+
+
+# The window arithmetic of `vjepa_jax.preprocess`, evaluated with TensorFlow ops in the graph.
+TF_OPS = preprocess.Ops(
+    to_float=lambda x: tf.cast(x, tf.float64), to_int=lambda x: tf.cast(x, tf.int32),
+    minimum=tf.minimum, round=tf.round, floor=tf.floor,
+    where=lambda cond, a, b: tf.where(cond, tf.stack(a), tf.stack(b)))
 
 
 def central_window(height: tf.Tensor, width: tf.Tensor,
                    ratio: Sequence[float] = AC_RATIO) -> tf.Tensor:
-  """Centred crop window `[top, left, h, w]` (int32) clamping the aspect ratio into `ratio`.
-
-  Matches the fallback branch of the official random-resized-crop (Python `round`, floor-halved
-  offsets).
-  """
-  h = tf.cast(height, tf.float64)
-  w = tf.cast(width, tf.float64)
-  lo, hi = float(min(ratio)), float(max(ratio))
-  in_ratio = w / h
-  crop_h = tf.where(in_ratio < lo, tf.round(w / lo), h)
-  crop_w = tf.where(in_ratio > hi, tf.round(h * hi), w)
-  crop_h = tf.cast(crop_h, tf.int32)
-  crop_w = tf.cast(crop_w, tf.int32)
-  height = tf.cast(height, tf.int32)
-  width = tf.cast(width, tf.int32)
-  return tf.stack([(height - crop_h) // 2, (width - crop_w) // 2, crop_h, crop_w])
+  """Centred "ac" crop window `[top, left, h, w]` (int32) of `preprocess.crop_window`."""
+  height, width = tf.cast(height, tf.int32), tf.cast(width, tf.int32)
+  return tf.stack(preprocess.crop_window(height, width, "ac", ratio, TF_OPS))
 
 
 def random_resized_window(height: tf.Tensor, width: tf.Tensor, seed: tf.Tensor,
@@ -123,16 +119,6 @@ def resize_bilinear_uint8(frames: tf.Tensor, size: Sequence[int],
   return tf.cast(resized + 0.5, tf.uint8)
 
 
-def hub_resize_shape(height: tf.Tensor, width: tf.Tensor, image_size: int) -> tf.Tensor:
-  """Size `[h, w]` (int32) after resizing the short side to `int(image_size * 256 / 224)`."""
-  short = image_size * 256 // 224
-  h = tf.cast(height, tf.float64)
-  w = tf.cast(width, tf.float64)
-  long_h = tf.cast(tf.floor(short * h / w), tf.int32)
-  long_w = tf.cast(tf.floor(short * w / h), tf.int32)
-  return tf.where(height <= width, tf.stack([short, long_w]), tf.stack([long_h, short]))
-
-
 def preprocess_clip(jpegs: tf.Tensor, image_size: int | None, crop: str = "ac",
                     random_crop: tuple[Sequence[float], Sequence[float]] | None = None,
                     seed: tf.Tensor | None = None, encoding: str = "jpeg") -> tf.Tensor:
@@ -163,8 +149,8 @@ def preprocess_clip(jpegs: tf.Tensor, image_size: int | None, crop: str = "ac",
   if crop == "ac":
     frames = decode_frames(jpegs, central_window(height, width), encoding)
     return frames if image_size is None else resize_bilinear_uint8(frames, size)
-  resized = resize_bilinear_uint8(decode_frames(jpegs, encoding=encoding),
-                                  hub_resize_shape(height, width, image_size), antialias=True)
-  top = tf.cast(tf.round(tf.cast(tf.shape(resized)[1] - image_size, tf.float64) / 2), tf.int32)
-  left = tf.cast(tf.round(tf.cast(tf.shape(resized)[2] - image_size, tf.float64) / 2), tf.int32)
+  shape = preprocess.hub_resize_shape(height, width, image_size, TF_OPS)
+  resized = resize_bilinear_uint8(decode_frames(jpegs, encoding=encoding), shape, antialias=True)
+  top, left = preprocess.hub_offsets(tf.shape(resized)[1], tf.shape(resized)[2], image_size,
+                                     TF_OPS)
   return resized[:, top:top + image_size, left:left + image_size, :]
