@@ -10,7 +10,7 @@ Each setting lives in one place:
 """
 import ml_collections
 
-from vjepa_jax.data import droid
+from vjepa_jax import data
 from vjepa_jax.models import configs as model_configs
 from vjepa_jax.models import lora
 from vjepa_jax.train import model as model_lib
@@ -68,7 +68,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.loss.normalize_reps = True
 
   c.optim = optim.default_config()
-  c.data = droid.default_config()
+  c.data = data.default_config()
   c.data.path = "gs://gresearch/robotics/droid/1.0.1"
   c.data.image_size = c.model.predictor.get_ref("img_size")
   # Frames leave the host at their crop size; the train step resizes them on the device,

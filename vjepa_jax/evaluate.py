@@ -30,8 +30,8 @@ Outputs of `write_outputs`: `report.json`, TensorBoard scalars (`tensorboard/`),
 
 Periodic evaluation during training calls
 `evaluate.run(encoder, predictor, batches, cfg) -> dict[str, float]`: `batches` is an iterable of
-dicts with `video` uint8 `[B, T, S, S, 3]`, `states` `[B, T, 7]`, `actions` `[B, T-1, 7]` (what
-`vjepa_jax.data.droid.batch_iterator` yields on the held-out split); the result maps metric names
+dicts with `video` uint8 `[B, T, H, W, 3]`, `states` `[B, T, A]`, `actions` `[B, T-1, A]` (what
+`vjepa_jax.data.batches` yields on the held-out split); the result maps metric names
 prefixed `eval/` to floats, ready for a metric writer. Compiled functions are cached per model
 structure, so repeated calls during training do not recompile.
 """
@@ -497,6 +497,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                  help="held-out fraction defining the split (default: the run's with --workdir, "
                       "else the data default)")
   p.add_argument("--camera", default=None)
+  p.add_argument("--spec", default=None,
+                 help="dataset spec (preset name or spec .py; default: the run's with --workdir "
+                      "on its own data, else guessed from the dataset's features)")
   p.add_argument("--frames", type=int, default=4, help="frames per clip (T)")
   p.add_argument("--batch-size", type=int, default=4)
   p.add_argument("--max-batches", type=int, default=8)
@@ -521,21 +524,27 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def _data_config(args: argparse.Namespace, img_size: int) -> ml_collections.ConfigDict:
-  from vjepa_jax.data import droid
-  data = droid.default_config()
+  from vjepa_jax import data as data_lib
+  cfg = data_lib.default_config()
   # Frames at their crop size: `vjepa_jax.preprocess` resizes them on the device, as training
   # and the planner do.
-  data.update(dict(path=args.data, split=args.split, frames_per_clip=args.frames,
-                   image_size=img_size, shuffle=False, deterministic=True, num_epochs=1,
-                   resize_on_host=False))
-  if args.val_fraction is not None:
-    data.val_fraction = args.val_fraction
-  elif args.workdir:
+  cfg.update(dict(path=args.data, split=args.split, frames_per_clip=args.frames,
+                  image_size=img_size, shuffle=False, deterministic=True, num_epochs=1,
+                  resize_on_host=False))
+  if args.workdir:
     from vjepa_jax.models import workdir as workdir_lib
-    data.val_fraction = workdir_lib.read_run(args.workdir)["config"]["data"]["val_fraction"]
+    trained = workdir_lib.read_run(args.workdir)["config"]["data"]
+    cfg.val_fraction = trained["val_fraction"]
+    if trained.get("path") == args.data:
+      # The run's own data: read it as the run did (its spec, camera and frame step).
+      cfg.update({k: trained[k] for k in ("spec", "camera", "frame_step", "crop") if k in trained})
+  if args.val_fraction is not None:
+    cfg.val_fraction = args.val_fraction
   if args.camera:
-    data.camera = args.camera
-  return data
+    cfg.camera = args.camera
+  if args.spec:
+    cfg.spec = args.spec
+  return cfg
 
 
 def _empty_split_hint(args: argparse.Namespace, data: ml_collections.ConfigDict) -> str:
@@ -550,27 +559,34 @@ def _empty_split_hint(args: argparse.Namespace, data: ml_collections.ConfigDict)
 
 def main(argv: Sequence[str] | None = None) -> int:
   args = parse_args(argv)
-  from vjepa_jax.data import droid
+  from vjepa_jax import data as data_lib
   try:
     models = _load_models(args)
+    data = _data_config(args, models[0][2].cfg.img_size)
   except (FileNotFoundError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  data = _data_config(args, models[0][2].cfg.img_size)
+  try:
+    data_lib.check_config(data)
+  except ValueError as e:
+    hint = f"\n{_empty_split_hint(args, data)}" if "empty split" in str(e) else ""
+    print(f"error: {e}{hint}", file=sys.stderr)
+    return 2
   cfg = default_config()
   cfg.update(dict(max_batches=args.max_batches, rollout_horizon=args.horizon,
                   search=args.search, grid_points=args.grid_points,
                   max_pairs_per_batch=args.max_pairs))
   # Held in memory so a baseline is scored on exactly the same clips.
+  it = data_lib.batches(data, args.batch_size)
   try:
-    batches = list(itertools.islice(
-        droid.batch_iterator(droid.make_clip_dataset(data), args.batch_size),
-        args.max_batches or None))
+    batches = list(itertools.islice(it, args.max_batches or None))
   except ValueError as e:
     if "empty split" not in str(e):
       raise
     print(f"error: {e}\n{_empty_split_hint(args, data)}", file=sys.stderr)
     return 2
+  finally:
+    it.close()
   if not batches:
     print(f"error: {_empty_split_hint(args, data)}", file=sys.stderr)
     return 2

@@ -18,6 +18,7 @@ from vjepa_jax.data.api import ClipStream
 from vjepa_jax.data.api import config_for
 from vjepa_jax.data.api import dataset_stats
 from vjepa_jax.data.api import default_config
+from vjepa_jax.data.api import is_mixture
 from vjepa_jax.data.api import mixture
 from vjepa_jax.data.api import resolve
 from vjepa_jax.data.api import spec_of

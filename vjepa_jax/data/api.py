@@ -103,7 +103,9 @@ def _resolve_lerobot(cfg: ml_collections.ConfigDict):
                      "LeRobot dataset")
   spec = specs_lib.drop_absent_language(spec, meta.features)
   widths = meta.widths()
-  cameras = config_lib.configured_cameras(cfg) or list(spec.cameras) or meta.cameras[:1]
+  cameras = [_lerobot_camera(c, meta.cameras)
+             for c in config_lib.configured_cameras(cfg) or list(spec.cameras)]
+  cameras = cameras or meta.cameras[:1]
   if not cameras:
     raise ValueError(f"LeRobot dataset {cfg.path} has no video feature; features: "
                      f"{sorted(meta.features)}")
@@ -124,6 +126,13 @@ def _resolve_lerobot(cfg: ml_collections.ConfigDict):
                                                  cfg.path)
   config_lib.validate(out)
   return out, spec
+
+
+def _lerobot_camera(name: str, available: Sequence[str]) -> str:
+  """LeRobot camera features are `observation.images.<name>`; `<name>` alone (as RLDS configs
+  write it) means that feature."""
+  full = "observation.images." + name
+  return full if name not in available and full in available else name
 
 
 def spec_of(cfg: ml_collections.ConfigDict) -> specs_lib.Spec:

@@ -24,11 +24,22 @@ AC_RATIO = preprocess.AC_RATIO
 CROPS = ("ac", "hub")
 
 
+def _to_float64(x):
+  return tf.cast(x, tf.float64)
+
+
+def _to_int32(x):
+  return tf.cast(x, tf.int32)
+
+
+def _where(cond, a, b):
+  return tf.where(cond, tf.stack(a), tf.stack(b))
+
+
 # The window arithmetic of `vjepa_jax.preprocess`, evaluated with TensorFlow ops in the graph.
-TF_OPS = preprocess.Ops(
-    to_float=lambda x: tf.cast(x, tf.float64), to_int=lambda x: tf.cast(x, tf.int32),
-    minimum=tf.minimum, round=tf.round, floor=tf.floor,
-    where=lambda cond, a, b: tf.where(cond, tf.stack(a), tf.stack(b)))
+# Named functions: AutoGraph cannot read the source of two lambdas on one line.
+TF_OPS = preprocess.Ops(to_float=_to_float64, to_int=_to_int32, minimum=tf.minimum,
+                        round=tf.round, floor=tf.floor, where=_where)
 
 
 def central_window(height: tf.Tensor, width: tf.Tensor,

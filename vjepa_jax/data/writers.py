@@ -377,6 +377,8 @@ def write_lerobot(root: str, episodes: Sequence[Mapping], spec="lerobot_pose", *
   if version == "v2.1":
     per_file = 1
 
+  # A vector spec may leave its width to the data: resolve it against the episodes' states.
+  spec = specs_lib.with_defaults(spec, {k: raw[0][k].shape[1] for k in state_keys})
   features = {}
   for key in state_keys:
     width = raw[0][key].shape[1]

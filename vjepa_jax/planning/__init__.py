@@ -1,5 +1,6 @@
 """Planning robot actions with the V-JEPA 2-AC world model (compiled CEM, MPPI or gradient
 search, on-device state integration)."""
+from vjepa_jax.planning.config import config_for_spec
 from vjepa_jax.planning.config import default_config
 from vjepa_jax.planning.flops import plan_flops
 from vjepa_jax.planning.planner import GoalSchedule

@@ -8,7 +8,9 @@ The trajectory file holds `observations` uint8 `[T, H, W, 3]` or `[N, T, H, W, 3
 `[T, 7]` or `[N, T, 7]` (the official `franka_example_traj.npz` layout). For every frame t < T-1
 the planner starts from (frame t, state t) with frame t+1 (`--goal next`) or the last frame
 (`--goal last`) as goal; the recorded action is the pose difference of states t and t+1. Without
-weights a random tiny model is used, which only exercises the code path.
+weights a random tiny model is used, which only exercises the code path. `--method` picks CEM
+(default), MPPI or the gradient planner; the search flags (`--samples`, `--gd-steps`, ...) are
+those of `vjepa_jax.serve` and `vjepa_jax.sim.evaluate`.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from vjepa_jax import models
 from vjepa_jax.models import EncoderConfig
 from vjepa_jax.models import PredictorConfig
 from vjepa_jax.models import flags
-from vjepa_jax.planning import cem
+from vjepa_jax.planning import config as config_lib
 from vjepa_jax.planning import planner as planner_lib
 from vjepa_jax.planning import poses
 
@@ -86,10 +88,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   p.add_argument("--episode", type=int, default=0, help="episode index for [N, T, ...] files")
   flags.add_model_options(p)
   p.add_argument("--goal", choices=("next", "last"), default="next")
-  p.add_argument("--preset", default="paper", choices=sorted(cem.PRESETS))
-  for name in ("samples", "iterations", "topk", "horizon"):
-    p.add_argument(f"--{name}", type=int, default=None)
-  p.add_argument("--maxnorm", type=float, default=None)
+  p.add_argument("--preset", default="paper", choices=sorted(config_lib.PRESETS))
+  p.add_argument("--method", choices=config_lib.METHODS, default="cem", help="search method")
+  config_lib.add_search_flags(p)
   p.add_argument("--search-rotation", action="store_true")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--json", action="store_true", help="also print one JSON line per step")
@@ -109,10 +110,9 @@ def _fmt(v: np.ndarray) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
   args = parse_args(argv)
-  cfg = cem.default_config(args.preset)
-  for name in ("samples", "iterations", "topk", "horizon", "maxnorm"):
-    if getattr(args, name) is not None:
-      setattr(cfg, name, getattr(args, name))
+  cfg = config_lib.with_overrides(config_lib.default_config(args.preset),
+                                  config_lib.search_overrides(args))
+  cfg.method = args.method
   cfg.search_rotation = args.search_rotation
   cfg.seed = args.seed
   try:
@@ -126,8 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   planner = planner_lib.Planner(encoder, predictor, cfg)
   recorded = np.asarray(poses.poses_to_diffs(states))
   print(f"model: {description}; devices: {jax.devices()[0].platform} x {jax.device_count()}")
-  print(f"CEM: samples {cfg.samples}, iterations {cfg.iterations}, top-k {cfg.topk}, horizon "
-        f"{cfg.horizon}, maxnorm {cfg.maxnorm}; goal: {args.goal} frame")
+  print(f"{cfg.method}: samples {cfg.samples}, iterations {cfg.iterations}, top-k {cfg.topk}, "
+        f"horizon {cfg.horizon}, maxnorm {cfg.maxnorm}; goal: {args.goal} frame")
   print("   t  kind      dx      dy      dz   droll  dpitch    dyaw   dgrip   xyz-cos  sec")
   cosines = []
   for t in range(frames.shape[0] - 1):

@@ -1,8 +1,10 @@
 """The planner config: search method, its sizes, and the action space."""
 from __future__ import annotations
 
+from absl import logging
 import ml_collections
 
+from vjepa_jax.data import specs
 from vjepa_jax.planning import space
 
 METHODS = ("cem", "mppi", "gd")
@@ -114,6 +116,45 @@ def default_config(preset: str = "paper") -> ml_collections.ConfigDict:
   return c
 
 
+# Search flags of the planning, serving and simulation CLIs: flag -> (config field, type).
+SEARCH_FLAGS = {
+    "samples": ("samples", int), "iterations": ("iterations", int), "topk": ("topk", int),
+    "horizon": ("horizon", int), "maxnorm": ("maxnorm", float),
+    "temperature": ("mppi.temperature", float), "gd-samples": ("gd.samples", int),
+    "gd-steps": ("gd.steps", int), "gd-lr": ("gd.learning_rate", float),
+    "gd-cem-iterations": ("gd.cem_iterations", int),
+}
+
+
+def add_search_flags(parser) -> None:
+  """Adds `SEARCH_FLAGS` to an argparse parser (each defaults to the preset's value)."""
+  for flag, (field, kind) in SEARCH_FLAGS.items():
+    parser.add_argument(f"--{flag}", type=kind, default=None,
+                        help=f"planner config {field} (default: the preset's)")
+
+
+def search_overrides(args) -> dict:
+  """{config field: value} of the search flags given on the command line."""
+  values = {field: getattr(args, flag.replace("-", "_"))
+            for flag, (field, _) in SEARCH_FLAGS.items()}
+  return {field: v for field, v in values.items() if v is not None}
+
+
+def with_overrides(cfg: ml_collections.ConfigDict, overrides: dict) -> ml_collections.ConfigDict:
+  """`cfg` with dotted fields set (`{"gd.steps": 8}`); ValueError naming an unknown field."""
+  for dotted, value in overrides.items():
+    node = cfg
+    *parents, leaf = dotted.split(".")
+    for name in parents:
+      node = node.get(name)
+      if not isinstance(node, ml_collections.ConfigDict):
+        raise ValueError(f"planner config has no field {dotted!r}")
+    if leaf not in node:
+      raise ValueError(f"planner config has no field {dotted!r}; fields: {sorted(node)}")
+    node[leaf] = value
+  return cfg
+
+
 def sample_batches(cfg: ml_collections.ConfigDict) -> tuple[int, ...]:
   """The sample counts the method rolls out at once (each must suit the chunk and the mesh)."""
   if cfg.method == "gd":
@@ -154,3 +195,38 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
   if chunk < -1 or any(0 < chunk < b and b % chunk for b in sample_batches(cfg)):
     raise ValueError(f"sample_chunk={chunk} must be -1 (auto), 0 (all) or a divisor of the "
                      f"sample counts {sample_batches(cfg)} (or at least as large)")
+
+
+def config_for_spec(spec, preset: str = "paper") -> ml_collections.ConfigDict:
+  """The planner config (`default_config(preset)`) for a dataset's action space.
+
+  Args:
+    spec: a resolved dataset spec (`vjepa_jax.data.spec_of(data_cfg)`): its `action_dim`,
+      `controllable` dimensions, `action_low` / `action_high` and `integration` set the action
+      space; a pose layout with a gripper makes its last dimension the gripper.
+    preset: the search preset (`PRESETS`).
+
+  The planner searches symmetric bounds `|a_d| <= b_d`; an asymmetric spec range gives
+  `b_d = min(|low_d|, |high_d|)` (with a warning), so no planned action leaves the range.
+  """
+  c = default_config(preset)
+  width = spec.action_dim
+  c.action_dim = width
+  c.integration = spec.integration
+  has_gripper = spec.is_pose and bool(spec.state.get("gripper"))
+  c.gripper_dim = width - 1 if has_gripper else None
+  low, high = spec.action_low, spec.action_high
+  # A DROID-like pose keeps the preset's own bounds (its maxnorm, gripper_max) and search
+  # dimensions (xyz + gripper, rotations with `search_rotation`).
+  droid_like = (width == space.DROID_WIDTH and has_gripper and low is not None
+                and tuple(high) == tuple(-x for x in low) == tuple(specs.POSE_BOUNDS))
+  if not (droid_like and tuple(spec.controllable) == (0, 1, 2, 6)):
+    c.controllable = tuple(int(d) for d in spec.controllable)
+  if low is not None and high is not None and not droid_like:
+    bounds = tuple(min(abs(lo), abs(hi)) for lo, hi in zip(low, high))
+    uneven = [d for d, (lo, hi) in enumerate(zip(low, high)) if abs(lo) != abs(hi)]
+    if uneven:
+      logging.warning("spec %s: asymmetric action ranges in dimensions %s; the planner searches "
+                      "|a_d| <= %s", spec.name, uneven, [bounds[d] for d in uneven])
+    c.bounds = bounds
+  return c

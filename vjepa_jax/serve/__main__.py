@@ -19,6 +19,7 @@ import signal
 import sys
 from typing import Sequence
 
+from vjepa_jax.planning import config as planning_config
 from vjepa_jax.serve import protocol
 from vjepa_jax.serve import server as server_lib
 
@@ -60,9 +61,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   p.add_argument("--token", default=None,
                  help=f"shared secret clients must send (default: ${protocol.TOKEN_ENV})")
   p.add_argument("--preset", default="paper", help="planner preset (planning.default_config)")
-  for name in ("samples", "iterations", "topk", "horizon", "seed"):
-    p.add_argument(f"--{name}", type=int, default=None)
-  p.add_argument("--maxnorm", type=float, default=None)
+  planning_config.add_search_flags(p)
+  p.add_argument("--seed", type=int, default=None, help="planner PRNG seed")
   p.add_argument("--max-queue", type=int, default=4,
                  help="requests that may wait behind the running plan; more are refused")
   p.add_argument("--max-message-mb", type=float, default=64.0,
@@ -88,8 +88,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                       format="%(asctime)s %(name)s %(levelname)s %(message)s")
   log.setLevel(logging.INFO)
   token = args.token or os.environ.get(protocol.TOKEN_ENV) or None
-  overrides = {k: getattr(args, k) for k in ("samples", "iterations", "topk", "horizon", "seed",
-                                              "maxnorm") if getattr(args, k) is not None}
+  overrides = planning_config.search_overrides(args)
+  if args.seed is not None:
+    overrides["seed"] = args.seed
   try:
     cfg = server_lib.planner_config(args.planner, args.preset, **overrides)
   except ValueError as e:

@@ -43,6 +43,7 @@ from websockets.http11 import Response
 
 from vjepa_jax import planning
 from vjepa_jax.models import world_model
+from vjepa_jax.planning import config as planning_config
 from vjepa_jax.planning import planner as planner_lib
 from vjepa_jax.serve import protocol
 
@@ -57,24 +58,16 @@ PHASES = ("decode", "queue", "plan", "encode")
 
 def planner_config(method: str = "cem", preset: str = "paper",
                    **overrides: Any) -> ml_collections.ConfigDict:
-  """`planning.default_config(preset)` with the search method and field overrides set.
+  """`planning.default_config(preset)` with the search method and (dotted) field overrides set.
 
   Raises:
-    ValueError: for an unknown method, or mppi/gd with a planner config that has no `method`.
+    ValueError: for an unknown method or field.
   """
   if method not in METHODS:
     raise ValueError(f"unknown planner {method!r}; choose one of {METHODS}")
   cfg = planning.default_config(preset)
-  if "method" in cfg:
-    cfg.method = method
-  elif method != "cem":
-    raise ValueError(f"--planner {method}: this vjepa-jax planner has no `method` config "
-                     "field, so it only runs CEM; use --planner cem")
-  for name, value in overrides.items():
-    if name not in cfg:
-      raise ValueError(f"planner config has no field {name!r}; fields: {sorted(cfg)}")
-    setattr(cfg, name, value)
-  return cfg
+  cfg.method = method
+  return planning_config.with_overrides(cfg, overrides)
 
 
 class RequestError(ValueError):

@@ -8,7 +8,9 @@ camera, `exterior_image_1_left`; `observation/cartesian_position` and `gripper_p
 simulator's 7-D state, `observation/joint_position` the arm joints, `action_dict/*` the next
 step's state as the command) through `vjepa_jax.data.synthetic`'s writer, so
 `droid.make_clip_dataset` reads it like DROID. `sim.json` beside it records the simulator
-settings (task, camera, image size) for `vjepa_jax.sim.evaluate`.
+settings (task, camera, image size) for `vjepa_jax.sim.evaluate`. `--format lerobot` writes a
+LeRobot v3.0 dataset (spec `lerobot_pose`, H.264 video) through `vjepa_jax.data.writers`; the
+trainer reads either with the same config.
 Episodes come from `expert.ScriptedExpert` with exploration noise and random motions; episode i
 uses seed `seed + i` (the same episodes for any `--workers`).
 """
@@ -35,6 +37,9 @@ INSTRUCTIONS = {"reach": "move the gripper to the green target",
                 "pick_and_place": "put the green cube on the target"}
 # Velocity units of DROID's action_dict (1 = this much per step).
 MAX_LINEAR, MAX_GRIPPER, MAX_JOINT = 0.075, 0.25, 0.2
+# The rows' rate in a LeRobot dataset: one row per control step. Clips take every frame
+# (`data.frame_step=1` in configs/sim_franka.py), so the value only labels the timestamps.
+LEROBOT_FPS = 4
 
 
 def run_episode(sim: env_lib.FrankaSim, expert: expert_lib.ScriptedExpert, seed: int,
@@ -102,11 +107,17 @@ def write_rlds(out_dir: str, episodes: Sequence[dict], task: str, image_size: in
                                  name="sim_panda_" + task, image_hw=(image_size, image_size))
 
 
-def write_lerobot(out_dir: str, episodes: Sequence[dict], task: str, image_size: int) -> None:
-  raise NotImplementedError(
-      "--format lerobot needs the LeRobot v3.0 dataset writer of vjepa_jax.data, which this "
-      "version does not have yet; use --format rlds (the trainer reads it with "
-      "--config.data.path=DIR)")
+def write_lerobot(out_dir: str, episodes: Sequence[dict], task: str, fps: int) -> dict:
+  """Writes `run_episode` outputs as a LeRobot v3.0 dataset (spec `lerobot_pose`: the 7-D state
+  in `observation.state`, the camera as `observation.images.exterior_image_1_left`, H.264)."""
+  from vjepa_jax.data import writers
+  if not episodes:
+    raise ValueError("no episodes to write")
+  eps = [{"frames": {CAMERA_KEY: ep["frames"]}, "states": ep["states"],
+          "language": INSTRUCTIONS[task], "success": bool(ep["success"]),
+          "episode_id": f"sim/panda/{task}/seed_{ep['seed']}"} for ep in episodes]
+  return writers.write_lerobot(out_dir, eps, spec="lerobot_pose", fps=fps,
+                               robot_type="panda_sim")
 
 
 def _collect_seeds(cfg_dict: dict, seeds: Sequence[int], expert_kw: dict,
@@ -134,8 +145,6 @@ def collect(cfg: env_lib.SimConfig, episodes: int, out_dir: str, fmt: str = "rld
     raise ValueError(f"unknown format {fmt!r}; expected one of {FORMATS}")
   if episodes < 1 or workers < 1:
     raise ValueError(f"episodes and workers must be >= 1, got {episodes}, {workers}")
-  if fmt == "lerobot":
-    write_lerobot(out_dir, [], cfg.task, cfg.image_size)
   start = time.time()
   seeds = list(range(seed, seed + episodes))
   expert_kw = {"noise": noise, "random_motion": random_motion, "speed": tuple(speed)}
@@ -151,7 +160,10 @@ def collect(cfg: env_lib.SimConfig, episodes: int, out_dir: str, fmt: str = "rld
                            [expert_kw] * len(parts), [log_every] * len(parts)))
     by_seed = {r["seed"]: r for part in done for r in part}
     runs = [by_seed[s] for s in seeds]
-  write_rlds(out_dir, runs, cfg.task, cfg.image_size, shards)
+  if fmt == "lerobot":
+    write_lerobot(out_dir, runs, cfg.task, LEROBOT_FPS)
+  else:
+    write_rlds(out_dir, runs, cfg.task, cfg.image_size, shards)
   with open(os.path.join(out_dir, SIM_FILE), "w") as f:
     json.dump({"sim": cfg.to_dict(), "seed": seed, "episodes": episodes, "noise": noise,
                "random_motion": random_motion, "speed": list(speed)}, f, indent=2)

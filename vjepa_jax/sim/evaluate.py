@@ -30,6 +30,7 @@ from typing import Sequence
 
 import numpy as np
 
+from vjepa_jax.planning import config as planning_config
 from vjepa_jax.sim import collect as collect_lib
 from vjepa_jax.sim import env as env_lib
 from vjepa_jax.sim import expert as expert_lib
@@ -113,16 +114,14 @@ class ServerPolicy:
 # -- Model planners --------------------------------------------------------------------------
 
 def planner_config(method: str, sim_cfg: env_lib.SimConfig, blocked_gripper: bool,
-                   preset: str = "paper", seed: int = 0, **overrides):
+                   preset: str = "paper", seed: int = 0, overrides: dict | None = None):
   """The planner config for `method` in this simulator: actions bounded by the sim's step,
-  the gripper fixed where it does not move; `overrides` (samples, iterations, topk, horizon)
-  replace the preset's values where not None."""
+  the gripper fixed where it does not move; `overrides` (dotted planner config fields, as
+  `planning.config.search_overrides` gives) replace the preset's values."""
   from vjepa_jax import planning
   cfg = planning.default_config(preset)
-  for key, value in overrides.items():
-    if value is not None:
-      setattr(cfg, key, value)
   cfg.maxnorm = sim_cfg.max_step
+  planning_config.with_overrides(cfg, overrides or {})
   if blocked_gripper:
     cfg.fixed_axes = ((6, 0.0),)
   cfg.seed = seed
@@ -156,8 +155,7 @@ def make_policy(args: argparse.Namespace, sim: env_lib.FrankaSim):
   from vjepa_jax.sim import models
   encoder, predictor = models.load_world_model(args.workdir, args.converted)
   cfg = planner_config(args.planner, sim.cfg, sim.blocked_gripper, args.preset, args.seed,
-                       samples=args.samples, iterations=args.iterations, topk=args.topk,
-                       horizon=args.horizon)
+                       planning_config.search_overrides(args))
   planner = planning.Planner(encoder, predictor, cfg)
   return PlannerPolicy(planner, float(planner.plan_function.flops)), (planner, predictor)
 
@@ -290,10 +288,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="episode i uses seed + i")
   p.add_argument("--out", required=True, help="output folder")
   p.add_argument("--preset", default="paper", help="planner preset (planning.default_config)")
-  p.add_argument("--samples", type=int, default=None)
-  p.add_argument("--iterations", type=int, default=None)
-  p.add_argument("--topk", type=int, default=None)
-  p.add_argument("--horizon", type=int, default=None)
+  planning_config.add_search_flags(p)
   p.add_argument("--landscapes", type=int, default=0,
                  help="energy-landscape PNGs of the first K episodes (model planners)")
   args = p.parse_args(sys.argv[1:] if argv is None else argv)

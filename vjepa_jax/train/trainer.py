@@ -20,6 +20,7 @@ import numpy as np
 from etils import epath
 from flax import nnx
 
+from vjepa_jax import data
 from vjepa_jax import distributed
 from vjepa_jax import models
 from vjepa_jax.models import lora as lora_lib
@@ -103,28 +104,22 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int, process_count: in
     raise RefusedRun("invalid config:\n  " + "\n  ".join(errors))
 
 
-def check_data_path(path: str) -> None:
-  """Fails naming what is wrong with `data.path`: empty, missing, an empty folder, or a folder
-  above the TFDS version directory (which is then named)."""
-  if not path:
-    raise RefusedRun("data.path is empty: set --config.data.path to a TFDS version directory "
-                     "(e.g. gs://gresearch/robotics/droid/1.0.1)")
-  root = epath.Path(path)
-  if not root.exists():
-    raise RefusedRun(f"data.path {path} does not exist")
-  if not root.is_dir():
-    raise RefusedRun(f"data.path {path} is a file; it must be a TFDS version directory")
-  if (root / "dataset_info.json").exists():
-    return
-  if not any(True for _ in root.iterdir()):
-    raise RefusedRun(f"data.path {path} is an empty directory")
-  below = sorted(str(p.parent) for pattern in ("*/dataset_info.json", "*/*/dataset_info.json")
-                 for p in root.glob(pattern))
-  if below:
-    raise RefusedRun(f"data.path {path} is a folder above the dataset; its TFDS version "
-                     f"directory is {below[-1]}: pass --config.data.path={below[-1]}")
-  raise RefusedRun(f"data.path {path} is not a TFDS dataset directory: no dataset_info.json in "
-                   "it or in the two levels below")
+def check_data(cfg: ml_collections.ConfigDict) -> None:
+  """Fails naming what is wrong with `data` (a missing, empty or parent-folder path, a bad
+  field) and when the dataset's action width is not the predictor's, before anything is built."""
+  try:
+    data.check_config(cfg.data)
+    width = data.spec_of(cfg.data).action_dim
+  except ValueError as e:
+    raise RefusedRun(f"data: {e}") from None
+  if width != cfg.model.predictor.action_dim:
+    hint = ("set --config.model.predictor.action_dim=%d (a new predictor: init.predictor="
+            "'random')" % width if cfg.init.predictor == "random" else
+            "a converted predictor keeps its action width: train a new one with "
+            f"init.predictor='random' and model.predictor.action_dim={width}, or give a spec "
+            f"whose actions have {cfg.model.predictor.action_dim} values")
+    raise RefusedRun(f"the dataset's actions have {width} values (spec {data.spec_of(cfg.data).name}"
+                     f") but model.predictor.action_dim is {cfg.model.predictor.action_dim}: {hint}")
 
 
 def converted_architecture(cfg: ml_collections.ConfigDict) -> dict | None:
@@ -334,28 +329,26 @@ def setup(cfg: ml_collections.ConfigDict, workdir: str, mesh) -> Setup:
 # -- The loop's parts --------------------------------------------------------------------------
 
 
-def data_batches(cfg: ml_collections.ConfigDict, skip_clips: int) -> Iterator[dict]:
-  """Local batches `{video, states, actions}` of this process, after `skip_clips` clips."""
-  from vjepa_jax.data import droid
-  local_batch = cfg.batch_size // jax.process_count()
-  ds = droid.make_clip_dataset(cfg.data, skip=skip_clips)
-  for local in droid.batch_iterator(ds, local_batch):
-    yield {k: local[k] for k in ("video", "states", "actions")}
+def data_batches(cfg: ml_collections.ConfigDict, state: dict | None) -> data.BatchIterator:
+  """This process's batches of `cfg.data` (any format), continuing from a saved `state`."""
+  return data.batches(cfg.data, cfg.batch_size // jax.process_count(), state=state)
 
 
 def periodic_eval(cfg: ml_collections.ConfigDict, model) -> dict[str, float]:
   """Held-out metrics (`vjepa_jax.evaluate`) of the current model on `data.split="val"`."""
   from vjepa_jax import evaluate
-  from vjepa_jax.data import droid
-  data = ml_collections.ConfigDict(cfg.data.to_dict())
+  val = ml_collections.ConfigDict(cfg.data.to_dict())
   # Frames at their crop size, resized on the device by `vjepa_jax.preprocess` as in training and
   # planning, so evaluation scores exactly the model input the planner gives.
-  data.update(split="val", num_epochs=1, deterministic=True, shuffle=False,
-              resize_on_host=False, process_index=0, process_count=1)
+  val.update(split="val", num_epochs=1, deterministic=True, shuffle=False,
+             resize_on_host=False, process_index=0, process_count=1)
   ecfg = evaluate.default_config()
   ecfg.update({k: v for k, v in cfg.eval.items() if k not in ("every", "batch_size")})
-  batches = droid.batch_iterator(droid.make_clip_dataset(data), cfg.eval.batch_size)
-  return evaluate.run(model.encoder, model.predictor, batches, ecfg)
+  it = data.batches(val, cfg.eval.batch_size)
+  try:
+    return evaluate.run(model.encoder, model.predictor, it, ecfg)
+  finally:
+    it.close()
 
 
 class StopSignals:
@@ -475,7 +468,7 @@ def accept(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Every check that can refuse the run, before anything is built or written; returns what
   the run's checkpoints depend on (`identity`)."""
   validate(cfg, jax.device_count(), jax.process_count())
-  check_data_path(cfg.data.path)
+  check_data(cfg)
   ident = identity(cfg, converted_architecture(cfg))
   check_resume(workdir, ident)
   distributed.check_consistent(cfg.to_json_best_effort(sort_keys=True))
@@ -493,24 +486,41 @@ def finished_run(workdir: str, total: int) -> dict | None:
   return last
 
 
-def _data_meta(cfg, step: int) -> dict:
-  """The data position a checkpoint records."""
-  return {"clips_consumed_per_process": step * (cfg.batch_size // jax.process_count()),
-          "batch_size": cfg.batch_size, "process_count": jax.process_count()}
+def _data_meta(cfg, stream: data.BatchIterator) -> dict:
+  """The data position a checkpoint records: the stream state after the step's batch."""
+  return {"stream": stream.get_state(), "batch_size": cfg.batch_size,
+          "process_count": jax.process_count()}
+
+
+def data_state(cfg, meta: dict, step: int) -> dict | None:
+  """Where the data stream of a run resumed at `step` continues: the saved stream state, or,
+  after a change of batch size or process count, the equivalent clip count of this process."""
+  if not step:
+    return None
+  saved = meta.get("data", {})
+  if (saved.get("batch_size"), saved.get("process_count")) == (cfg.batch_size,
+                                                               jax.process_count()):
+    return saved["stream"]
+  if data.is_mixture(cfg.data):
+    logging.warning("resuming a mixture with a different process count or batch size: the "
+                    "data stream starts again")
+    return None
+  logging.warning("resuming with a different process count or batch size: the data stream "
+                  "continues from the equivalent clip count, not the identical clips")
+  return {"format": data.resolve(cfg.data).format,
+          "clips": step * (cfg.batch_size // jax.process_count())}
 
 
 def resume(ckpt: ckpt_lib.Checkpointer, state, cfg, workdir: str):
-  """(state, step) of the newest checkpoint, restored onto `state`'s mesh, or (state, 0)."""
+  """(state, step, data state) of the newest checkpoint, restored onto `state`'s mesh, or
+  (state, 0, None)."""
   start = ckpt.latest_step() or 0
   if not start:
-    return state, 0
+    return state, 0, None
   state, meta = ckpt.restore(start, state)
-  if meta["data"] != _data_meta(cfg, start):
-    logging.warning("resuming with a different process count or batch size: the data stream "
-                    "restarts from the equivalent clip count, not the identical clips")
   if jax.process_index() == 0:
     print(f"resumed from step {start} ({workdir})", flush=True)
-  return state, start
+  return state, start, data_state(cfg, meta, start)
 
 
 def _eval_every(cfg) -> int:
@@ -521,13 +531,14 @@ def _eval_every(cfg) -> int:
   return cfg.eval.every
 
 
-def run_steps(cfg, st: Setup, state, start: int, ckpt: ckpt_lib.Checkpointer,
-              writer: metrics_lib.MetricWriter, stop: StopSignals) -> tuple[int, dict, str | None]:
+def run_steps(cfg, st: Setup, state, start: int, stream: data.BatchIterator,
+              ckpt: ckpt_lib.Checkpointer, writer: metrics_lib.MetricWriter,
+              stop: StopSignals) -> tuple[int, dict, str | None]:
   """Steps `start` .. total with logging, evaluation, checkpoints and stop signals; returns
   (last step done, last logged metrics, the signal that stopped it or None)."""
   total, eval_every = cfg.optim.total_steps, _eval_every(cfg)
-  batches = (sharding.global_batch(b, st.mesh)
-             for b in data_batches(cfg, start * (cfg.batch_size // jax.process_count())))
+  batches = (sharding.global_batch({k: b[k] for k in ("video", "states", "actions")}, st.mesh)
+             for b in stream)
   batch = next(batches)
   t0 = time.time()
   step_fn = st.step_fn.lower(state, st.frozen, batch).compile()
@@ -551,7 +562,7 @@ def run_steps(cfg, st: Setup, state, start: int, ckpt: ckpt_lib.Checkpointer,
     if eval_every and (done % eval_every == 0 or done == total):
       progress.log_eval(done, periodic_eval(
           cfg, nnx.merge(st.graphdef, state.trainable, st.frozen, st.rest)))
-    ckpt.save(done, state, {"step": done, "mode": cfg.mode, "data": _data_meta(cfg, done)},
+    ckpt.save(done, state, {"step": done, "mode": cfg.mode, "data": _data_meta(cfg, stream)},
               force=stopping or done == total)
     if stopping:
       return done, progress.last, signal.Signals(stop.signal).name
@@ -573,14 +584,16 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   ckpt = ckpt_lib.Checkpointer(workdir, cfg.checkpoint.every, cfg.checkpoint.keep,
                                cfg.checkpoint.async_save)
   try:
-    state, start = resume(ckpt, st.state, cfg, workdir)
+    state, start, position = resume(ckpt, st.state, cfg, workdir)
+    stream = data_batches(cfg, position)
     writer = metrics_lib.MetricWriter(workdir, cfg.wandb.enabled, cfg.wandb.project,
                                       cfg.to_dict(), resume_step=start)
     try:
       with StopSignals() as stop:
-        done, last, stopped = run_steps(cfg, st, state, start, ckpt, writer, stop)
+        done, last, stopped = run_steps(cfg, st, state, start, stream, ckpt, writer, stop)
     finally:
       writer.close()
+      stream.close()
   finally:
     ckpt.close()
   metrics_lib.plot_loss(workdir)
