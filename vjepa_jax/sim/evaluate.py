@@ -206,6 +206,9 @@ def summarise(args: argparse.Namespace, results: Sequence[dict], flops: float | 
 def _label(args: argparse.Namespace, cfg) -> str:
   if cfg is None:
     return args.planner if not args.server else f"{args.planner} (server)"
+  if cfg.method == "gd":
+    warm = (f" +{cfg.gd.cem_iterations} CEM {cfg.samples}" if cfg.gd.cem_iterations else "")
+    return f"gd {cfg.gd.samples}x{cfg.gd.steps}{warm} h{cfg.horizon}"
   return f"{args.planner} {cfg.samples}x{cfg.iterations} h{cfg.horizon}"
 
 
