@@ -24,8 +24,11 @@ shellcheck:
 	  (sudo apt-get update -qq && sudo apt-get install -y -qq shellcheck) >/dev/null 2>&1 || \
 	  echo "could not install shellcheck: the launch-script lint test will fail"; }
 
+# Test files run in parallel, one file per worker (most tests are single-threaded XLA compiles,
+# and a file's tests share module fixtures); `pytest tests/test_x.py` alone stays serial.
+TEST_WORKERS ?= 2
 test: $(STAMP) shellcheck
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 demo: $(STAMP)
 	test -f $(DEMO_WORKDIR)/sample/droid/1.0.0/dataset_info.json || \

@@ -24,7 +24,7 @@ setuptools.setup(
     extras_require={
         # Reading official .pt files; the CPU build is enough.
         "convert": ["torch==2.13.0"],
-        "test": ["pytest==9.2.0", "torch==2.13.0"],
+        "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "torch==2.13.0"],
         "gpu": ["jax[cuda12]==0.10.2"],
         "tpu": ["jax[tpu]==0.10.2"],
         "wandb": ["wandb==0.31.0"],

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 from vjepa_jax import data
+from vjepa_jax import poses
 from vjepa_jax.data import droid
 from vjepa_jax.data import inspect as inspect_lib
-from vjepa_jax.data import poses_np
 from vjepa_jax.data import synthetic
 from vjepa_jax.data import writers
 
@@ -104,10 +104,10 @@ def test_oxe_presets_read_their_layouts(tmp_path, preset, name):
     e = int(c["episode_id"].decode().split(":")[1])
     truth = eps[e]["states"][c["step_index"]]
     np.testing.assert_allclose(c["states"][:, :3], truth[:, :3], atol=1e-6)
-    np.testing.assert_allclose(poses_np.euler_xyz_to_matrix(c["states"][:, 3:6]),
-                               poses_np.euler_xyz_to_matrix(truth[:, 3:6]), atol=2e-6)
+    np.testing.assert_allclose(poses.euler_xyz_to_matrix(c["states"][:, 3:6]),
+                               poses.euler_xyz_to_matrix(truth[:, 3:6]), atol=2e-6)
     np.testing.assert_allclose(c["states"][:, 6], truth[:, 6], atol=1e-6)
-    np.testing.assert_allclose(c["actions"], poses_np.poses_to_diffs(
+    np.testing.assert_allclose(c["actions"], poses.poses_to_diffs(
         c["states"].astype(np.float64)), atol=1e-5)
     for frame, t in zip(c["video"], c["step_index"]):
       assert data_samples.identify(frame) == (t % 40, e % 6)

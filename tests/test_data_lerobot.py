@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from vjepa_jax import data
-from vjepa_jax.data import poses_np
+from vjepa_jax import poses
 from vjepa_jax.data import writers
 
 LENGTHS = (30, 21, 26, 17)
@@ -62,7 +62,7 @@ def test_clips_match_written_rows(written, name):
     steps = c["step_index"]
     assert (np.diff(steps) == 3).all() and steps[-1] < LENGTHS[e]
     np.testing.assert_array_equal(c["states"], eps[e]["states"][steps])
-    np.testing.assert_allclose(c["actions"], poses_np.poses_to_diffs(
+    np.testing.assert_allclose(c["actions"], poses.poses_to_diffs(
         eps[e]["states"][steps].astype(np.float64)), atol=1e-6)
     for frame, t in zip(c["video"], steps):
       assert data_samples.identify(frame) == (t % 40, e % 6)

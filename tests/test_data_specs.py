@@ -1,7 +1,7 @@
 """Dataset specs, layouts and the NumPy pose algebra.
 
-Proves: the NumPy pose functions equal scipy and the TensorFlow twin (also near gimbal lock and
-roll ~ +-pi); every preset's state layout round-trips (writer layout -> reader states) including
+Proves: the pose algebra on NumPy equals scipy and itself on TensorFlow (also near gimbal lock
+and roll ~ +-pi); every preset's state layout round-trips (writer layout -> reader states) including
 quaternions and inverted gripper ranges; stored actions aggregate as documented; the planner
 fields (width, controllable dimensions, bounds, integration) are filled in; presets are guessed
 only when unambiguous; bad specs fail naming the field and the fix; user specs load from a dict,
@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from vjepa_jax import poses
 from vjepa_jax.data import layout
-from vjepa_jax.data import poses
-from vjepa_jax.data import poses_np
+from vjepa_jax.data import poses as tf_poses
 from vjepa_jax.data import specs
 
 Rotation = pytest.importorskip("scipy.spatial.transform").Rotation
@@ -32,21 +32,22 @@ def _poses(n, seed=0):
 def test_numpy_pose_algebra_matches_scipy_and_tensorflow():
   p = _poses(64)
   p[5, 4] = np.pi / 2  # gimbal lock
-  mats = poses_np.euler_xyz_to_matrix(p[:, 3:6])
+  mats = poses.euler_xyz_to_matrix(p[:, 3:6])
   np.testing.assert_allclose(mats, Rotation.from_euler("xyz", p[:, 3:6]).as_matrix(), atol=1e-12)
   rel = mats[1:] @ np.swapaxes(mats[:-1], -1, -2)
-  np.testing.assert_allclose(poses_np.euler_xyz_to_matrix(poses_np.matrix_to_euler_xyz(rel)), rel,
+  np.testing.assert_allclose(poses.euler_xyz_to_matrix(poses.matrix_to_euler_xyz(rel)), rel,
                              atol=1e-9)
-  np.testing.assert_allclose(poses_np.poses_to_diffs(p), poses.poses_to_diffs(p).numpy(),
+  np.testing.assert_allclose(poses.poses_to_diffs(p), tf_poses.poses_to_diffs(p).numpy(),
                              atol=1e-12)
   for order in ("xyzw", "wxyz"):
-    quat = poses_np.matrix_to_quaternion(mats, order)
+    quat = poses.matrix_to_quaternion(mats, order)
     scipy_q = Rotation.from_matrix(mats).as_quat()
     scipy_q = scipy_q * np.sign(scipy_q[:, 3:4])
     np.testing.assert_allclose(quat, scipy_q if order == "xyzw" else scipy_q[:, [3, 0, 1, 2]],
                                atol=1e-9)
-    np.testing.assert_allclose(poses_np.quaternion_to_matrix(3.0 * quat, order), mats, atol=1e-9)
-    np.testing.assert_allclose(poses.quaternion_to_matrix(quat, order).numpy(), mats, atol=1e-9)
+    np.testing.assert_allclose(poses.quaternion_to_matrix(3.0 * quat, order), mats, atol=1e-9)
+    np.testing.assert_allclose(poses.quaternion_to_matrix(quat, order, tf.experimental.numpy),
+                               mats, atol=1e-9)
 
 
 @pytest.mark.parametrize("name", ["droid", "fractal", "bridge", "lerobot_pose"])
@@ -57,11 +58,11 @@ def test_preset_layouts_round_trip(name):
   states = _poses(20, seed=1).astype(np.float32)
   raw = layout.split_states(spec, states)
   back = layout.assemble_states(spec, raw)
-  np.testing.assert_allclose(layout.poses_np.matrix_to_euler_xyz(
-      poses_np.euler_xyz_to_matrix(back[:, 3:6])), back[:, 3:6], atol=1e-6)
+  np.testing.assert_allclose(poses.matrix_to_euler_xyz(
+      poses.euler_xyz_to_matrix(back[:, 3:6])), back[:, 3:6], atol=1e-6)
   np.testing.assert_allclose(back[:, :3], states[:, :3], atol=1e-6)
-  np.testing.assert_allclose(poses_np.euler_xyz_to_matrix(back[:, 3:6]),
-                             poses_np.euler_xyz_to_matrix(states[:, 3:6]), atol=1e-5)
+  np.testing.assert_allclose(poses.euler_xyz_to_matrix(back[:, 3:6]),
+                             poses.euler_xyz_to_matrix(states[:, 3:6]), atol=1e-5)
   np.testing.assert_allclose(back[:, 6], states[:, 6], atol=1e-6)
   if spec.gripper_range == (1.0, 0.0):  # bridge stores the opening
     key = spec.state_parts()[2][1]

@@ -140,7 +140,8 @@ def _free_port():
 def _json_line(text):
   lines = [line for line in text.splitlines() if line.startswith("{")]
   assert len(lines) == 1, text
-  return json.loads(lines[0])
+  # Gloo's C++ logging shares the stream and can land on the report's line, unflushed.
+  return json.JSONDecoder().raw_decode(lines[0])[0]
 
 
 def _subprocess_env():

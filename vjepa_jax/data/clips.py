@@ -36,11 +36,11 @@ import grain
 import ml_collections
 import numpy as np
 
+from vjepa_jax import poses
 from vjepa_jax.data import config as config_lib
 from vjepa_jax.data import layout
 from vjepa_jax.data import lerobot
 from vjepa_jax.data import np_transforms
-from vjepa_jax.data import poses_np
 from vjepa_jax.data import specs as specs_lib
 from vjepa_jax.data import video as video_lib
 
@@ -315,7 +315,7 @@ def _active_range(states: np.ndarray, spec: specs_lib.Spec, trim: bool,
   if n < 2:
     change = np.zeros(0)
   elif spec.is_pose:
-    change = np.abs(poses_np.poses_to_diffs(states.astype(np.float64))).max(-1)
+    change = np.abs(poses.poses_to_diffs(states.astype(np.float64))).max(-1)
   else:
     change = np.abs(np.diff(states, axis=0)).max(-1)
   moving = np.nonzero(change > threshold)[0]

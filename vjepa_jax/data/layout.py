@@ -9,7 +9,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from vjepa_jax.data import poses_np
+from vjepa_jax import poses
 from vjepa_jax.data import specs as specs_lib
 
 
@@ -33,21 +33,21 @@ def orientation_to_euler(values: np.ndarray, fmt: str) -> np.ndarray:
   if fmt == "euler_xyz":
     return values.astype(np.float64)
   if fmt in ("quat_xyzw", "quat_wxyz"):
-    mats = poses_np.quaternion_to_matrix(values, fmt[5:])
+    mats = poses.quaternion_to_matrix(values, fmt[5:])
   elif fmt == "matrix":
     mats = values.astype(np.float64).reshape(-1, 3, 3)
   else:
     raise ValueError(f"unknown orientation format {fmt!r}")
-  return poses_np.matrix_to_euler_xyz(mats)
+  return poses.matrix_to_euler_xyz(mats)
 
 
 def euler_to_orientation(euler: np.ndarray, fmt: str) -> np.ndarray:
   """Inverse of `orientation_to_euler`."""
   if fmt == "euler_xyz":
     return euler
-  mats = poses_np.euler_xyz_to_matrix(euler)
+  mats = poses.euler_xyz_to_matrix(euler)
   if fmt in ("quat_xyzw", "quat_wxyz"):
-    return poses_np.matrix_to_quaternion(mats, fmt[5:])
+    return poses.matrix_to_quaternion(mats, fmt[5:])
   return mats.reshape(-1, 9)
 
 
@@ -135,7 +135,7 @@ def clip_actions(spec: specs_lib.Spec, states: np.ndarray, steps: np.ndarray,
     return (csum[steps[1:]] - csum[steps[:-1]]).astype(np.float32)
   clip = states[steps]
   if spec.is_pose:
-    return poses_np.poses_to_diffs(clip.astype(np.float64)).astype(np.float32)
+    return poses.poses_to_diffs(clip.astype(np.float64)).astype(np.float32)
   return (clip[1:] - clip[:-1]).astype(np.float32)
 
 
