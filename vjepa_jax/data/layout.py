@@ -28,21 +28,8 @@ def gripper_closedness(raw: np.ndarray, gripper_range) -> np.ndarray:
   return (raw - open_) / (closed - open_)
 
 
-def orientation_to_euler(values: np.ndarray, fmt: str) -> np.ndarray:
-  """`[n, k]` orientations in `fmt` -> `[n, 3]` extrinsic-xyz Euler angles (float64)."""
-  if fmt == "euler_xyz":
-    return values.astype(np.float64)
-  if fmt in ("quat_xyzw", "quat_wxyz"):
-    mats = poses.quaternion_to_matrix(values, fmt[5:])
-  elif fmt == "matrix":
-    mats = values.astype(np.float64).reshape(-1, 3, 3)
-  else:
-    raise ValueError(f"unknown orientation format {fmt!r}")
-  return poses.matrix_to_euler_xyz(mats)
-
-
 def euler_to_orientation(euler: np.ndarray, fmt: str) -> np.ndarray:
-  """Inverse of `orientation_to_euler`."""
+  """Inverse of `poses.orientation_to_euler`."""
   if fmt == "euler_xyz":
     return euler
   mats = poses.euler_xyz_to_matrix(euler)
@@ -58,7 +45,7 @@ def assemble_states(spec: specs_lib.Spec, arrays: Mapping[str, np.ndarray]) -> n
                            for _, k in spec.state_parts()], axis=1)
   parts = dict(spec.state_parts())
   position = _select(arrays, parts["position"]).astype(np.float64)
-  euler = orientation_to_euler(_select(arrays, parts["orientation"]), spec.orientation_format)
+  euler = poses.orientation_to_euler(_select(arrays, parts["orientation"]), spec.orientation_format)
   out = [position, euler]
   if "gripper" in parts:
     raw = _select(arrays, parts["gripper"]).astype(np.float64)

@@ -21,6 +21,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from vjepa_jax import poses
 from vjepa_jax.data import writers
 
 CAMERAS = ("exterior_image_1_left", "exterior_image_2_left", "wrist_image_left")
@@ -37,19 +38,6 @@ _TASKS = (("reach", "move the gripper to the red mark"),
 
 
 # -- Rotations (numpy float64; extrinsic xyz Euler angles as in DROID) ------------------------
-
-def _euler_to_matrix(e: np.ndarray) -> np.ndarray:
-  a, b, c = e
-  ca, sa, cb, sb, cc, sc = np.cos(a), np.sin(a), np.cos(b), np.sin(b), np.cos(c), np.sin(c)
-  return np.array([[cb * cc, sa * sb * cc - ca * sc, ca * sb * cc + sa * sc],
-                   [cb * sc, sa * sb * sc + ca * cc, ca * sb * sc - sa * cc],
-                   [-sb, sa * cb, ca * cb]])
-
-
-def _matrix_to_euler(m: np.ndarray) -> np.ndarray:
-  return np.array([np.arctan2(m[2, 1], m[2, 2]), np.arctan2(-m[2, 0], np.hypot(m[0, 0], m[1, 0])),
-                   np.arctan2(m[1, 0], m[0, 0])])
-
 
 def _rotvec_to_matrix(v: np.ndarray) -> np.ndarray:
   angle = np.linalg.norm(v)
@@ -75,15 +63,15 @@ def _trajectory(rng: np.random.Generator, num_steps: int) -> dict:
   """Observed and commanded states of one episode (float64, before float32 rounding)."""
   idle = int(rng.integers(2, max(3, num_steps // 6)))
   xyz = np.array([rng.uniform(0.40, 0.60), rng.uniform(-0.15, 0.15), rng.uniform(0.20, 0.35)])
-  rot = _euler_to_matrix([np.pi - rng.uniform(-0.1, 0.1), rng.uniform(-0.1, 0.1),
-                          rng.uniform(-0.4, 0.4)])
+  rot = poses.euler_xyz_to_matrix([np.pi - rng.uniform(-0.1, 0.1), rng.uniform(-0.1, 0.1),
+                                   rng.uniform(-0.4, 0.4)])
   grip = 0.0
   waypoints = []
   for i in range(int(rng.integers(3, 6))):
     waypoints.append((np.array([rng.uniform(0.35, 0.70), rng.uniform(-0.25, 0.25),
                                 rng.uniform(0.04, 0.40)]),
-                      _euler_to_matrix([np.pi + rng.uniform(-0.2, 0.2), rng.uniform(-0.2, 0.2),
-                                        rng.uniform(-0.9, 0.9)]),
+                      poses.euler_xyz_to_matrix([np.pi + rng.uniform(-0.2, 0.2),
+                                                 rng.uniform(-0.2, 0.2), rng.uniform(-0.9, 0.9)]),
                       float(i % 2)))
   speed = rng.uniform(0.25, 0.5)
   keys = ("cartesian_position", "gripper_position", "cmd_cartesian_position",
@@ -91,7 +79,7 @@ def _trajectory(rng: np.random.Generator, num_steps: int) -> dict:
   out = {k: [] for k in keys}
   target = 0
   for t in range(num_steps):
-    out["cartesian_position"].append(np.concatenate([xyz, _matrix_to_euler(rot)]))
+    out["cartesian_position"].append(np.concatenate([xyz, poses.matrix_to_euler_xyz(rot)]))
     out["gripper_position"].append([grip])
     if t < idle or target >= len(waypoints):
       lin, rotvec, cmd_grip = np.zeros(3), np.zeros(3), grip
@@ -105,10 +93,10 @@ def _trajectory(rng: np.random.Generator, num_steps: int) -> dict:
           _matrix_to_rotvec(goal_rot @ rot.T)) < 0.05 and abs(cmd_grip - grip) < 1e-6):
         target += 1
     step_rot = _rotvec_to_matrix(rotvec)
-    velocity = np.concatenate([lin / MAX_LINEAR, _matrix_to_euler(step_rot) / MAX_ANGULAR])
+    velocity = np.concatenate([lin / MAX_LINEAR, poses.matrix_to_euler_xyz(step_rot) / MAX_ANGULAR])
     xyz = xyz + lin
     rot = step_rot @ rot
-    out["cmd_cartesian_position"].append(np.concatenate([xyz, _matrix_to_euler(rot)]))
+    out["cmd_cartesian_position"].append(np.concatenate([xyz, poses.matrix_to_euler_xyz(rot)]))
     out["cmd_cartesian_velocity"].append(velocity)
     out["cmd_gripper_position"].append([cmd_grip])
     out["cmd_gripper_velocity"].append([np.clip((cmd_grip - grip) / MAX_GRIPPER, -1.0, 1.0)])
@@ -261,7 +249,7 @@ def make_episode(rng: np.random.Generator, index: int, num_steps: int,
   grid = np.mgrid[0:image_hw[0]:2, 0:image_hw[1]:2].astype(np.float32)
   frames = {c: np.empty((num_steps, *image_hw, 3), np.uint8) for c in CAMERAS}
   for t in range(num_steps):
-    rot = _euler_to_matrix(cart[t, 3:])
+    rot = poses.euler_xyz_to_matrix(cart[t, 3:])
     frames[CAMERAS[0]][t] = cams[0].render(cart[t, :3], rot, grip[t, 0])
     frames[CAMERAS[1]][t] = cams[1].render(cart[t, :3], rot, grip[t, 0])
     frames[CAMERAS[2]][t] = _render_wrist(tex, image_hw, cart[t, :3], rot, grip[t, 0], grid)
